@@ -1,0 +1,1 @@
+"""How sensorstream runs: the local real stack, container, Databricks and Bacalhau assets."""

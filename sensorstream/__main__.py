@@ -1,0 +1,3 @@
+from sensorstream.cli import main
+
+raise SystemExit(main())
