@@ -7,6 +7,8 @@ in this module, so the components stay usable (and testable) without the CLI.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -32,7 +34,10 @@ def _stack_command(args: argparse.Namespace) -> int:
         _stderr(f"stack: stopped {', '.join(stopped)}" if stopped else "stack: nothing running")
     elif args.action == "status":
         statuses = stack.status()
-        _print_status(statuses)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(s) for s in statuses], indent=2))
+        else:
+            _print_status(statuses)
         return EXIT_OK if all(s.state == "ready" for s in statuses) else 3
     elif args.action == "env":
         for key, value in stack.exports().items():
@@ -65,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="local Kafka + schema registry + S3 server")
     stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.add_argument("--json", action="store_true", help="status as JSON, for scripts")
     stack.set_defaults(handler=_stack_command)
 
     demo = sub.add_parser("demo", help="run the pipeline on the local stack and summarise")

@@ -35,11 +35,22 @@ class YamlDocument:
         return f"{self.path}, line {line}, key '{key}'" if line else f"{self.path}, key '{key}'"
 
 
+# The YAML core schema; anything else (!!python/..., custom !tags) is refused, not ignored.
+_CORE_TAGS = {
+    f"tag:yaml.org,2002:{name}"
+    for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
+}
+
+
 def _node_to_python(
     node: yaml.Node, loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]
 ) -> Any:
     if loc:
         lines[loc] = node.start_mark.line + 1
+    if node.tag not in _CORE_TAGS:
+        raise ConfigError(
+            f"line {node.start_mark.line + 1}: invalid YAML: unsupported tag {node.tag}"
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -77,6 +88,8 @@ def read_yaml(path: Path) -> YamlDocument:
         data = _node_to_python(node, (), lines)
     except ConfigError as exc:
         raise ConfigError(f"{path}, {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     return YamlDocument(path, data, lines)

@@ -34,6 +34,15 @@ class LocalServer(ABC):
     def ports(self) -> list[int]:
         """Every port the server binds, checked free before a start."""
 
+    def port_variables(self) -> list[str]:
+        """The environment variables that move this server's ports."""
+        by_port = {
+            value: f"SENSORSTREAM_STACK_{field.upper()}"
+            for field, value in self.settings.model_dump().items()
+            if field.endswith("_port")
+        }
+        return [by_port[p] for p in self.ports if p in by_port]
+
     @property
     @abstractmethod
     def port(self) -> int:

@@ -46,8 +46,8 @@ class LocalStack:
             if busy:
                 raise StackError(
                     f"{server.name} cannot start: port {', '.join(map(str, busy))} on "
-                    f"{self.settings.host} is in use by another process. Stop it, or choose "
-                    f"other ports with SENSORSTREAM_STACK_*_PORT (see `sensorstream stack env`)."
+                    f"{self.settings.host} is in use by another process. Stop it, or move "
+                    f"{server.name} with {', '.join(server.port_variables())}."
                 )
         for server in to_start:
             progress(f"preparing {server.name} {server.version()}")

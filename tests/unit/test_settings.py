@@ -1,0 +1,118 @@
+"""One precedence everywhere: CLI flag > environment > YAML file > default."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from sensorstream.errors import ConfigError
+from sensorstream.settings import ConnectionSettings, LayeredSettings, load_settings
+
+
+class ExampleSettings(LayeredSettings):
+    model_config = SettingsConfigDict(env_prefix="EXAMPLE_")  # merged with the parent's
+
+    rate: float = 1.0
+    name: str = "default-name"
+    sensors: int = 5
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in ("EXAMPLE_RATE", "EXAMPLE_NAME", "EXAMPLE_SENSORS", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_nothing_is_set():
+    settings = load_settings(ExampleSettings)
+    assert (settings.rate, settings.name, settings.sensors) == (1.0, "default-name", 5)
+
+
+def test_each_layer_overrides_the_one_below(tmp_path, monkeypatch):
+    config = write(tmp_path, "example:\n  rate: 2.0\n  name: from-yaml\n  sensors: 7\n")
+    monkeypatch.setenv("EXAMPLE_RATE", "3.0")
+    monkeypatch.setenv("EXAMPLE_NAME", "from-env")
+    settings = load_settings(
+        ExampleSettings, config_file=config, section="example", overrides={"rate": 4.0}
+    )
+    assert settings.rate == 4.0  # flag beats env and YAML
+    assert settings.name == "from-env"  # env beats YAML
+    assert settings.sensors == 7  # YAML beats default
+
+
+def test_unset_flags_do_not_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXAMPLE_RATE", "3.0")
+    settings = load_settings(ExampleSettings, overrides={"rate": None, "sensors": 9})
+    assert (settings.rate, settings.sensors) == (3.0, 9)
+
+
+def test_connection_keys_are_read_from_top_level_yaml(tmp_path):
+    config = write(
+        tmp_path, "KAFKA_BOOTSTRAP_SERVERS: broker:9093\nsensorstream_lake_uri: s3://b/p\n"
+    )
+    settings = load_settings(ConnectionSettings, config_file=config)
+    assert settings.kafka_bootstrap_servers == "broker:9093"
+    assert settings.lake_uri == "s3://b/p"
+
+
+def test_bad_value_names_file_line_and_key(tmp_path):
+    config = write(tmp_path, "# sensors\nexample:\n  name: ok\n  rate: fast\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(ExampleSettings, config_file=config, section="example")
+    message = str(error.value)
+    assert f"{config}, line 4, key 'example.rate'" in message
+    assert "valid number" in message
+
+
+def test_bad_value_from_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("EXAMPLE_SENSORS", "many")
+    with pytest.raises(ConfigError, match="environment variable EXAMPLE_SENSORS"):
+        load_settings(ExampleSettings)
+
+
+def test_unknown_key_in_section_is_an_error(tmp_path):
+    config = write(tmp_path, "example:\n  rate: 1\n  sensorz: 3\n")
+    with pytest.raises(ConfigError, match=r"line 3, key 'example.sensorz': unknown setting"):
+        load_settings(ExampleSettings, config_file=config, section="example")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("example: [1, 2\n", r"line 2: invalid YAML"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+        ("example: !!python/object:os.system {}\n", "invalid YAML"),
+    ],
+)
+def test_malformed_yaml_is_a_config_error(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(ExampleSettings, config_file=write(tmp_path, text), section="example")
+
+
+def test_missing_config_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(ExampleSettings, config_file=tmp_path / "absent.yaml")
+
+
+def test_secrets_never_show_in_repr_or_errors(monkeypatch):
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-very-secret")
+    settings = load_settings(ConnectionSettings)
+    assert "hunter2-secret" not in repr(settings)
+    assert "aws-very-secret" not in str(settings)
+    assert settings.kafka_client_config()["sasl.password"] == "hunter2-secret"
+    assert settings.storage_options()["AWS_SECRET_ACCESS_KEY"] == "aws-very-secret"
+
+
+def test_storage_options_allow_http_only_for_http_endpoints():
+    plain = ConnectionSettings(aws_endpoint_url="http://127.0.0.1:9000")
+    tls = ConnectionSettings(aws_endpoint_url="https://s3.example.com")
+    assert plain.storage_options()["AWS_ALLOW_HTTP"] == "true"
+    assert "AWS_ALLOW_HTTP" not in tls.storage_options()
+    assert ConnectionSettings(aws_endpoint_url=None).storage_options() == {}
