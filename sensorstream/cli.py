@@ -12,6 +12,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sensorstream.errors import ConfigError, PipelineError
 
@@ -61,6 +62,74 @@ def _demo_command(args: argparse.Namespace) -> int:
     return run_demo(duration_s=args.duration)
 
 
+def _simulate_command(args: argparse.Namespace) -> int:
+    import threading
+
+    from producers.simulator import SimulatorSettings, run_simulator
+    from sensorstream.settings import load_settings
+    from sensorstream.shutdown import stop_on_signals
+
+    settings = load_settings(
+        SimulatorSettings,
+        config_file=args.config,
+        section="simulator",
+        overrides={
+            "db": args.db,
+            "sensors": args.sensors,
+            "rate": args.rate,
+            "count": args.count,
+            "duration": args.duration,
+            "seed": args.seed,
+            "region": args.region,
+            "anomaly_probability": args.anomaly_probability,
+        },
+    )
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = run_simulator(
+            settings, stop=stop, progress=lambda line: _stderr(f"simulate: {line}")
+        )
+    print(result.summary(), flush=True)
+    return EXIT_OK
+
+
+def _produce_command(args: argparse.Namespace) -> int:
+    import threading
+
+    from producers.settings import ProducerSettings
+    from producers.tailer import EdgeTailer
+    from sensorstream.logs import configure
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sensorstream.shutdown import stop_on_signals
+
+    settings = load_settings(
+        ProducerSettings,
+        config_file=args.config,
+        section="producer",
+        overrides={
+            "sqlite": args.sqlite,
+            "table": args.table,
+            "timestamp_col": args.timestamp_col,
+            "node_id": args.node_id,
+            "region": args.region,
+            "on_recreated": args.on_recreated,
+            "once": True if args.once else None,
+        },
+    )
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    configure()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = EdgeTailer(settings, connection, stop).run()
+    print(
+        f"produced {result.rows} rows ({result.dead_letters} to the dead-letter topic) in "
+        f"{result.transactions} transactions, through rowid {result.last_rowid}, "
+        f"{result.seconds:.1f} s",
+        flush=True,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sensorstream",
@@ -76,6 +145,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the pipeline on the local stack and summarise")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
     demo.set_defaults(handler=_demo_command)
+
+    simulate = sub.add_parser("simulate", help="append simulated sensor readings to SQLite")
+    simulate.add_argument("--db", type=Path, help="SQLite database (created if missing)")
+    simulate.add_argument("--sensors", type=int, metavar="N", help="sensors (default 5)")
+    simulate.add_argument(
+        "--rate", type=float, metavar="HZ", help="rows/s across all sensors; 0 = max (default 100)"
+    )
+    stop_after = simulate.add_mutually_exclusive_group()
+    stop_after.add_argument("--count", type=int, metavar="N", help="stop after N rows")
+    stop_after.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    simulate.add_argument("--seed", type=int, metavar="N", help="same seed, same rows")
+    simulate.add_argument("--region", metavar="R", help="region in sensor ids (default us-east-1)")
+    simulate.add_argument(
+        "--anomaly-probability", type=float, metavar="P", help="anomalous fraction (default 0.05)"
+    )
+    simulate.add_argument("--config", type=Path, metavar="FILE", help="YAML, section simulator:")
+    simulate.set_defaults(handler=_simulate_command)
+
+    produce = sub.add_parser("produce", help="tail a SQLite table into Kafka, exactly once")
+    produce.add_argument("--sqlite", type=Path, metavar="PATH", help="edge SQLite database")
+    produce.add_argument("--table", metavar="T", help="table (default: the only user table)")
+    produce.add_argument("--timestamp-col", metavar="C", help="event-time column (detected)")
+    produce.add_argument("--node-id", metavar="ID", help="this edge node (default: hostname)")
+    produce.add_argument("--region", metavar="R", help="region (default: AWS_REGION)")
+    produce.add_argument(
+        "--on-recreated",
+        choices=["fail", "restart"],
+        help="a recreated database: stop with an error (default) or stream it from its start",
+    )
+    produce.add_argument("--once", action="store_true", help="produce what is there, then exit")
+    produce.add_argument("--config", type=Path, metavar="FILE", help="YAML, section producer:")
+    produce.set_defaults(handler=_produce_command)
     return parser
 
 

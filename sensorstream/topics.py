@@ -1,0 +1,56 @@
+"""The topics every component agrees on (DESIGN section 2), and creating them when missing.
+
+Components create the topics they write to, with the settings the contract needs (compaction
+for checkpoint and control topics), rather than relying on broker auto-creation, which would
+give them one partition and the broker's retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sensorstream.errors import PipelineError
+
+READINGS = "sensors.readings"
+DEAD_LETTERS = "sensors.dlq"
+PRODUCER_CHECKPOINTS = "sensors.producer.checkpoints"
+
+COMPACTED = {
+    "cleanup.policy": "compact",
+    # Keep the uncompacted tail short: a restarting producer reads it to find its checkpoint.
+    "segment.ms": "600000",
+    "min.cleanable.dirty.ratio": "0.1",
+}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 3
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def ensure_topics(
+    kafka_config: dict[str, str], specs: list[TopicSpec], timeout: float = 10
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AdminClient(kafka_config)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, config=s.config) for s in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another instance created it first
+            raise PipelineError(f"creating topic {name}: {exc.args[0].str()}") from exc
