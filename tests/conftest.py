@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
-with warnings.catch_warnings():
-    # confluent-kafka's registry client imports authlib, whose httpx integration warns of its
-    # own deprecation at import with a filter forced to "always"; silence just that message.
-    import authlib.deprecate  # noqa: F401
-
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
-    import confluent_kafka.schema_registry  # noqa: F401
-
+import schemas.registry  # noqa: F401  - first import of the registry client, warnings handled
 from sensorstream.settings import ConnectionSettings
 from tests.servers import KafkaServer, S3Server, SchemaRegistryServer, ServerPool
 

@@ -1,0 +1,133 @@
+"""The producer's checkpoint: the last source rowid whose records are in Kafka.
+
+It lives in a compacted topic, keyed by node and table, and is written in the same Kafka
+transaction as the records it covers, so the two can never disagree: after a crash, the
+checkpoint read back (read_committed) is exactly where the committed records end. This is what
+the legacy uploader's JSON state file, written after the upload, could not give.
+
+A checkpoint also carries a fingerprint of the row at its rowid, so a database that was
+deleted and recreated (rowids starting again, perhaps already past the checkpoint) is told
+apart from the same database having grown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from sensorstream.errors import PipelineError
+
+CHECKPOINT_FORMAT = 1
+
+
+def checkpoint_key(node_id: str, table: str) -> bytes:
+    return f"{node_id}/{table}".encode()
+
+
+def row_fingerprint(rowid: int, event_time: object) -> str:
+    """What identifies a source row across restarts: its rowid and its raw event time.
+
+    Not the whole row: a column added later, or an edge application updating a measurement,
+    must not make the same database look recreated. A recreated database, though, will almost
+    surely hold a different reading (another event time) at the checkpoint's rowid.
+    """
+    return hashlib.blake2b(repr((rowid, event_time)).encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    node_id: str
+    table: str
+    db: str
+    rowid: int  # last source rowid covered; 0 before the first
+    row_fingerprint: str | None
+    schema_id: int | None
+    rows_total: int  # rows produced (including dead letters) since the first checkpoint
+    committed_at: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"format": CHECKPOINT_FORMAT, **asdict(self)}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Checkpoint:
+        raw = json.loads(data)
+        if raw.pop("format", None) != CHECKPOINT_FORMAT:
+            raise ValueError("unknown checkpoint format")
+        return cls(**raw)
+
+    @classmethod
+    def initial(cls, node_id: str, table: str, db: str) -> Checkpoint:
+        return cls(node_id, table, db, 0, None, None, 0, time.time())
+
+
+class CheckpointStore:
+    def __init__(self, kafka_config: dict[str, str], topic: str) -> None:
+        self.kafka_config = kafka_config
+        self.topic = topic
+
+    def read(self, node_id: str, table: str, timeout: float = 60.0) -> Checkpoint | None:
+        """The last committed checkpoint for (node, table), or None when there is none.
+
+        Call only after the producer's `init_transactions()`: that aborts any transaction a
+        previous incarnation left open, which would otherwise hold read_committed readers at
+        the last stable offset until it times out.
+        """
+        key = checkpoint_key(node_id, table)
+        consumer = Consumer(
+            {
+                **self.kafka_config,
+                "group.id": "sensorstream-checkpoint-reader",  # never commits: assign() only
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+            if metadata is None or metadata.error is not None:
+                raise PipelineError(f"checkpoint topic {self.topic} is not available")
+            partitions = [
+                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions
+            ]
+            ends = {}
+            for tp in partitions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                if high > low:
+                    ends[tp.partition] = high
+            if not ends:
+                return None
+            consumer.assign([tp for tp in partitions if tp.partition in ends])
+            latest: bytes | None = None
+            found = False
+            deadline = time.monotonic() + timeout
+            done: set[int] = set()
+            while len(done) < len(ends):
+                if time.monotonic() > deadline:
+                    raise PipelineError(f"reading checkpoint topic {self.topic} timed out")
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        done.add(msg.partition())
+                        continue
+                    raise PipelineError(f"reading checkpoint topic {self.topic}: {msg.error()}")
+                if msg.key() == key:
+                    latest, found = msg.value(), True
+            if not found or latest is None:  # never written, or reset by a tombstone
+                return None
+            return Checkpoint.from_bytes(latest)
+        finally:
+            consumer.close()
+
+    def stage(self, producer: Producer, checkpoint: Checkpoint) -> None:
+        """Produce `checkpoint` into the producer's open transaction."""
+        producer.produce(
+            self.topic,
+            key=checkpoint_key(checkpoint.node_id, checkpoint.table),
+            value=checkpoint.to_bytes(),
+        )

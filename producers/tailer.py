@@ -1,0 +1,424 @@
+"""The edge tailer: SQLite rows to Avro records in Kafka, exactly once, through outages.
+
+Each chunk of rows is one Kafka transaction holding the chunk's records, the dead letters of
+its bad rows and the checkpoint that covers them. The transaction commits or it does not: after
+kill -9 at any point, the next start aborts what was open, reads the committed checkpoint and
+continues from the rowid after it, so a read_committed consumer sees every row exactly once.
+
+Failures are sorted the way librdkafka classifies them:
+- retriable (a commit timed out, the coordinator is loading): retry the same call;
+- abortable (a record could not be delivered in time): abort, back off, resend the chunk from
+  SQLite, which is the buffer;
+- fatal (the producer was fenced or is in an unrecoverable state): start a new producer, which
+  aborts the open transaction, and re-read the checkpoint, which decides what was committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import httpx
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from producers.checkpoint import Checkpoint, CheckpointStore, row_fingerprint
+from producers.settings import ProducerSettings
+from producers.source import SQLiteSource
+from producers.status import TailerStatus
+from schemas.avro_codec import AvroEncoder
+from schemas.coercions import BadRow, RowConverter
+from schemas.dead_letter import DeadLetter, row_as_json
+from schemas.registry import IncompatibleSchema, SchemaRegistry, SchemaRegistryError
+from schemas.value_schema import value_schema_for
+from sensorstream.backoff import Backoff
+from sensorstream.errors import PipelineError
+from sensorstream.failpoints import failpoint
+from sensorstream.logs import kafka_logger
+from sensorstream.settings import ConnectionSettings
+from sensorstream.topics import COMPACTED, TopicSpec, ensure_topics
+
+log = logging.getLogger("sensorstream.producer")
+
+KEY_FIELD = "sensor_id"
+STAGE = "producer"
+TRANSACTION_TIMEOUT_S = 60.0
+
+
+class SourceRecreated(PipelineError):
+    """The database was recreated: its rowids no longer continue the checkpoint's."""
+
+
+class ProducerFenced(PipelineError):
+    """Another producer took over this node and table (same transactional id)."""
+
+
+@dataclass(frozen=True)
+class TailResult:
+    rows: int  # rows covered by committed transactions in this run (records + dead letters)
+    dead_letters: int
+    transactions: int
+    last_rowid: int
+    seconds: float
+
+
+class _Retry(Exception):
+    """Internal: the chunk was not committed; re-read the checkpoint state and try again."""
+
+
+# What a server being away looks like; anything else (bad config, a bug) is not retried.
+_UNREACHABLE = (KafkaException, _Retry, OSError, SchemaRegistryError, httpx.HTTPError)
+
+
+class EdgeTailer:
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        connection: ConnectionSettings,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.stop = stop or threading.Event()
+        self.region = settings.effective_region
+        self.source = SQLiteSource(settings.sqlite, settings.table, settings.timestamp_col)
+        self.kafka_config = connection.kafka_client_config()
+        self.store = CheckpointStore(self.kafka_config, settings.checkpoint_topic)
+        self.registry = SchemaRegistry(connection.schema_registry_config())
+        self.status = TailerStatus(settings.status_interval_s)
+        self.producer: Producer | None = None
+        self.checkpoint: Checkpoint | None = None
+        self.converter: RowConverter | None = None
+        self.encoder: AvroEncoder | None = None
+        self._schema: dict | None = None
+        self._column_names: list[str] = []
+        self._dead_letters = 0
+        self._transactions = 0
+        self._rows = 0
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def run(self) -> TailResult:
+        started = time.monotonic()
+        self.source.open()
+        log.info(
+            "tailing %s table %s (timestamp column %s) as node %s in region %s",
+            self.settings.sqlite,
+            self.source.table,
+            self.source.timestamp_column,
+            self.settings.node_id,
+            self.region,
+        )
+        try:
+            self._until_done(self._connect)
+            self._until_done(self._prepare_schema)
+            self._tail()
+        finally:
+            self._close()
+        return TailResult(
+            rows=self._rows,
+            dead_letters=self._dead_letters,
+            transactions=self._transactions,
+            last_rowid=self.checkpoint.rowid if self.checkpoint else 0,
+            seconds=time.monotonic() - started,
+        )
+
+    def _until_done(self, step) -> None:
+        """Run `step` until it succeeds, backing off while Kafka or the registry is away."""
+        backoff = Backoff(max_s=self.settings.retry_backoff_max_s)
+        while not self.stop.is_set():
+            try:
+                step()
+                if backoff.attempts:
+                    self.status.online()
+                return
+            except _UNREACHABLE as exc:
+                self.status.offline(_describe(exc))
+            self.status.maybe_log(self._backlog())
+            backoff.wait(self.stop)
+
+    def _connect(self) -> None:
+        s = self.settings
+        ensure_topics(
+            self.kafka_config,
+            [
+                TopicSpec(s.topic, s.partitions),
+                TopicSpec(s.dead_letter_topic, 1),
+                TopicSpec(s.checkpoint_topic, 1, COMPACTED),
+            ],
+        )
+        self._new_producer()
+        checkpoint = self.store.read(s.node_id, self.source.table)
+        self.checkpoint = self._verify_lineage(checkpoint)
+
+    def _new_producer(self) -> None:
+        if self.producer is not None:
+            self.producer = None  # the old handle is dropped; librdkafka tears it down
+        s = self.settings
+        producer = Producer(
+            {
+                **self.kafka_config,
+                "transactional.id": f"sensorstream-producer.{s.node_id}.{self.source.table}",
+                "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": s.compression,
+                "linger.ms": s.linger_ms,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 500_000,
+                "queue.buffering.max.kbytes": 512 * 1024,
+                "message.max.bytes": max(1_000_000, s.max_row_bytes + 65_536),
+                "logger": kafka_logger(),
+                "error_cb": self._on_kafka_error,
+            }
+        )
+        producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self.producer = producer
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            log.error("Kafka client fatal error: %s", error.str())
+        self.status.offline(error.str())
+
+    def _verify_lineage(self, checkpoint: Checkpoint | None) -> Checkpoint:
+        s = self.settings
+        db = str(s.sqlite)
+        if checkpoint is None:
+            log.info(
+                "no checkpoint for node %s table %s: starting at the first row",
+                s.node_id,
+                self.source.table,
+            )
+            return Checkpoint.initial(s.node_id, self.source.table, db)
+        newest = self.source.max_rowid()
+        problem = None
+        if newest < checkpoint.rowid:
+            problem = (
+                f"its rowids went backwards: the checkpoint is at rowid {checkpoint.rowid}, "
+                f"the table now ends at rowid {newest}"
+            )
+        elif checkpoint.row_fingerprint is not None:
+            row = self.source.row_at(checkpoint.rowid)
+            if row is not None and self._fingerprint(row) != checkpoint.row_fingerprint:
+                problem = (
+                    f"the row at the checkpoint's rowid {checkpoint.rowid} is not the row that "
+                    "was produced there"
+                )
+        if problem is None:
+            log.info(
+                "resuming node %s table %s after rowid %d (%d rows produced before)",
+                s.node_id,
+                self.source.table,
+                checkpoint.rowid,
+                checkpoint.rows_total,
+            )
+            return checkpoint
+        message = f"{db}: table {self.source.table} was recreated: {problem}."
+        if s.on_recreated == "fail":
+            raise SourceRecreated(
+                f"{message} Nothing was produced. If this is a new database whose rows should "
+                "all be streamed, run once with --on-recreated restart (or "
+                "SENSORSTREAM_PRODUCER_ON_RECREATED=restart)."
+            )
+        log.warning(
+            "%s Streaming the new database from its first row (on_recreated=restart).", message
+        )
+        return replace(
+            Checkpoint.initial(s.node_id, self.source.table, db), rows_total=checkpoint.rows_total
+        )
+
+    def _prepare_schema(self) -> None:
+        s = self.settings
+        table, columns = self.source.table, self.source.columns
+        schema = value_schema_for(
+            table, columns, self.source.timestamp_column, previous=self._schema
+        )
+        try:
+            schema_id = self.registry.register_value_schema(s.topic, schema)
+        except IncompatibleSchema:
+            if self._schema is not None:
+                raise
+            # A derived schema rebuilt from scratch can differ from the subject's history
+            # (e.g. a NOT NULL column added later); evolve from the latest version instead.
+            latest = self.registry.latest_value_schema(s.topic)
+            schema = value_schema_for(table, columns, self.source.timestamp_column, previous=latest)
+            schema_id = self.registry.register_value_schema(s.topic, schema)
+        if self._schema is not None and schema_id != self.encoder.schema_id:
+            log.info(
+                "table %s changed: registered schema id %d for %s-value", table, schema_id, s.topic
+            )
+        self._schema = schema
+        self.encoder = AvroEncoder(schema, schema_id)
+        self.converter = RowConverter(
+            schema,
+            columns,
+            node_id=s.node_id,
+            region=self.region,
+            source_table=table,
+            max_row_bytes=s.max_row_bytes,
+        )
+        self._column_names = [c.name for c in columns]
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _tail(self) -> None:
+        s = self.settings
+        backoff = Backoff(max_s=s.retry_backoff_max_s)
+        while not self.stop.is_set():
+            if self.source.refresh_columns():
+                self._until_done(self._prepare_schema)
+            rows = self.source.rows_after(self.checkpoint.rowid, s.chunk_rows)
+            if not rows:
+                if s.once:
+                    return
+                self.status.maybe_log(0)
+                self.stop.wait(s.poll_interval_s)
+                continue
+            try:
+                self._send(rows)
+                backoff.reset()
+                self.status.online()
+            except _Retry as exc:
+                self.status.offline(str(exc))
+                self.status.maybe_log(self._backlog())
+                backoff.wait(self.stop)
+            self.status.maybe_log(self._backlog())
+
+    def _send(self, rows: list[tuple]) -> None:
+        producer = self.producer
+        s = self.settings
+        try:
+            producer.begin_transaction()
+            failpoint("producer.in_transaction")
+            dead = 0
+            for row in rows:
+                rowid, values = row[0], row[1:]
+                try:
+                    record = self.converter.convert(values, rowid)
+                    value = self.encoder.encode(record)
+                except BadRow as exc:
+                    self._dead_letter(rowid, values, f"{exc.column}: {exc.reason}")
+                    dead += 1
+                    continue
+                except (ValueError, TypeError, OverflowError) as exc:
+                    self._dead_letter(rowid, values, f"Avro encoding failed: {exc}")
+                    dead += 1
+                    continue
+                key = record.get(KEY_FIELD)
+                self._produce(s.topic, key.encode() if key is not None else None, value)
+            last = rows[-1]
+            checkpoint = Checkpoint(
+                node_id=s.node_id,
+                table=self.source.table,
+                db=str(s.sqlite),
+                rowid=last[0],
+                row_fingerprint=self._fingerprint(last),
+                schema_id=self.encoder.schema_id,
+                rows_total=self.checkpoint.rows_total + len(rows),
+                committed_at=time.time(),
+            )
+            self.store.stage(producer, checkpoint)
+            failpoint("producer.before_commit")
+            self._commit()
+            failpoint("producer.after_commit")
+        except KafkaException as exc:
+            self._recover(exc)
+            raise _Retry(_describe(exc)) from exc
+        self.checkpoint = checkpoint
+        self._rows += len(rows)
+        self._dead_letters += dead
+        self._transactions += 1
+        self.status.committed(len(rows), dead, checkpoint.rowid)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.05)
+
+    def _dead_letter(self, rowid: int, values: tuple, reason: str) -> None:
+        letter = DeadLetter(
+            stage=STAGE,
+            error=reason,
+            source={
+                "db": str(self.settings.sqlite),
+                "table": self.source.table,
+                "rowid": str(rowid),
+                "node_id": self.settings.node_id,
+            },
+            value=row_as_json(self._column_names, values),
+        )
+        failed_at = datetime.now(UTC).isoformat()
+        self._produce(
+            self.settings.dead_letter_topic, None, letter.value, letter.headers(failed_at)
+        )
+
+    def _commit(self) -> None:
+        backoff = Backoff(initial_s=0.2, max_s=self.settings.retry_backoff_max_s)
+        while True:
+            try:
+                self.producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.retriable() and not self.stop.is_set():
+                    self.status.offline(error.str())
+                    self.status.maybe_log(self._backlog())
+                    backoff.wait(self.stop)
+                    continue
+                raise
+
+    def _recover(self, exc: KafkaException) -> None:
+        """Leave the producer able to start a new transaction, or replace it."""
+        error: KafkaError = exc.args[0]
+        if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED:
+            raise ProducerFenced(
+                f"another producer took over node {self.settings.node_id} table "
+                f"{self.source.table} (transactional id fenced): stopping this one"
+            ) from exc
+        if error.txn_requires_abort():
+            backoff = Backoff(max_s=self.settings.retry_backoff_max_s)
+            while not self.stop.is_set():
+                try:
+                    self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+                    return
+                except KafkaException as abort_exc:
+                    if not abort_exc.args[0].retriable():
+                        break
+                    self.status.offline(abort_exc.args[0].str())
+                    self.status.maybe_log(self._backlog())
+                    backoff.wait(self.stop)
+        # Fatal, or the abort itself failed: a new producer aborts whatever is open, and the
+        # committed checkpoint (not our memory of it) says where to resume.
+        self.producer = None
+        self._until_done(self._connect)
+
+    def _fingerprint(self, row: tuple) -> str:
+        """`row_fingerprint` of a row as read by the source: (rowid, *columns)."""
+        names = [c.name for c in self.source.columns]
+        return row_fingerprint(row[0], row[1 + names.index(self.source.timestamp_column)])
+
+    def _backlog(self) -> int:
+        done = self.checkpoint.rowid if self.checkpoint else 0
+        try:
+            return max(0, self.source.max_rowid() - done)
+        except PipelineError:
+            return -1
+
+    def _close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(KafkaException):  # nothing open: the normal case
+                self.producer.abort_transaction(5)
+            self.producer.flush(5)
+        self.source.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0].str()
+    return str(exc)

@@ -1,0 +1,85 @@
+"""Schema registry glue: register value schemas under BACKWARD compatibility and frame Avro
+bodies in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, body)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import warnings
+
+with warnings.catch_warnings():
+    # The registry client imports authlib, whose httpx integration warns of its own
+    # deprecation at import time through a filter it forces to "always".
+    import authlib.deprecate  # noqa: F401
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from sensorstream.errors import PipelineError
+
+__all__ = [
+    "IncompatibleSchema",
+    "SchemaRegistry",
+    "SchemaRegistryClient",
+    "SchemaRegistryError",
+    "read_wire_header",
+    "wire_prefix",
+]
+
+_HEADER = struct.Struct(">bI")
+WIRE_HEADER_SIZE = _HEADER.size
+
+
+class IncompatibleSchema(PipelineError):
+    """The registry refused a schema version: it would break readers of older data."""
+
+
+def wire_prefix(schema_id: int) -> bytes:
+    return _HEADER.pack(0, schema_id)
+
+
+def read_wire_header(message: bytes) -> int:
+    """The schema id of a Confluent-framed message; ValueError when it is not one."""
+    if len(message) < WIRE_HEADER_SIZE:
+        raise ValueError(f"{len(message)} bytes is too short for the Confluent wire format")
+    magic, schema_id = _HEADER.unpack_from(message)
+    if magic != 0:
+        raise ValueError(f"magic byte {magic} is not the Confluent wire format's 0")
+    return schema_id
+
+
+class SchemaRegistry:
+    def __init__(self, config: dict[str, str]) -> None:
+        self.client = SchemaRegistryClient(config)
+        self._compatibility_set: set[str] = set()
+
+    def register_value_schema(self, topic: str, schema: dict) -> int:
+        """Register `schema` as the next version of `<topic>-value`; returns its global id.
+
+        Registering an identical schema again returns the existing id, so this is safe to call
+        on every start.
+        """
+        subject = f"{topic}-value"
+        try:
+            if subject not in self._compatibility_set:
+                self.client.set_compatibility(subject, "BACKWARD")
+                self._compatibility_set.add(subject)
+            return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 409:
+                raise IncompatibleSchema(
+                    f"the schema registry refused a new version of {subject} as not BACKWARD "
+                    f"compatible: {exc.error_message}"
+                ) from exc
+            raise
+
+    def latest_value_schema(self, topic: str) -> dict | None:
+        """The latest registered schema of `<topic>-value`, or None when there is none."""
+        try:
+            registered = self.client.get_latest_version(f"{topic}-value")
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise
+        return json.loads(registered.schema.schema_str)
