@@ -44,6 +44,13 @@ class ProducerSettings(LayeredSettings):
         description="when the database was recreated (rowids went backwards): stop with an "
         "error, or stream the new database from its first row",
     )
+    busy_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="how long a SQLite read waits for a writer's lock before failing (a "
+        "database not in WAL mode is locked for readers while a writer commits)",
+    )
     retry_backoff_max_s: float = Field(30.0, gt=0)
     status_interval_s: float = Field(30.0, gt=0)
     once: bool = False

@@ -29,18 +29,24 @@ class SourceError(PipelineError):
     """The database failed while being tailed (it was fine when opened)."""
 
 
-def _describe_open_error(path: Path, exc: sqlite3.Error) -> str:
+def _describe_open_error(path: Path, exc: sqlite3.Error, busy_timeout_s: float) -> str:
+    return f"{path}: {_describe_sqlite_error(exc, busy_timeout_s)}"
+
+
+def _describe_sqlite_error(exc: sqlite3.Error, busy_timeout_s: float) -> str:
     text = str(exc)
     if "not a database" in text:
-        return f"{path}: not a SQLite database ({text})"
+        return f"not a SQLite database ({text})"
     if "malformed" in text or "corrupt" in text:
-        return f"{path}: the SQLite database is corrupt ({text})"
+        return f"the SQLite database is corrupt ({text})"
     if "locked" in text or "busy" in text:
         return (
-            f"{path}: the SQLite database stayed locked ({text}): a writer holds an exclusive "
-            "lock, or the database is not in WAL mode"
+            f"the SQLite database stayed locked for {busy_timeout_s:g} s ({text}): another "
+            "connection holds an exclusive lock. Outside WAL mode every writer's commit locks "
+            "readers out; put the database in WAL mode (PRAGMA journal_mode=WAL) or raise the "
+            "producer setting busy_timeout_s"
         )
-    return f"{path}: cannot read the SQLite database ({text})"
+    return f"cannot read the SQLite database ({text})"
 
 
 class SQLiteSource:
@@ -80,7 +86,7 @@ class SQLiteSource:
             conn.execute("PRAGMA query_only = ON")
             tables = user_tables(conn)
         except sqlite3.Error as exc:
-            raise ConfigError(_describe_open_error(path, exc)) from None
+            raise ConfigError(_describe_open_error(path, exc, self.busy_timeout_s)) from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot open: {exc}") from None
         self.conn = conn
@@ -114,7 +120,7 @@ class SQLiteSource:
             columns = introspect(conn, self.table)
             self._check_has_rowid()
         except sqlite3.Error as exc:
-            raise ConfigError(_describe_open_error(self.path, exc)) from None
+            raise ConfigError(_describe_open_error(self.path, exc, self.busy_timeout_s)) from None
         try:
             timestamp = detect_timestamp_column(
                 columns, self._requested_timestamp, table=self.table
@@ -147,12 +153,16 @@ class SQLiteSource:
             raise RuntimeError("SQLiteSource.open() was not called")
         return self.conn
 
+    def _read_error(self, exc: sqlite3.Error) -> SourceError:
+        problem = _describe_sqlite_error(exc, self.busy_timeout_s)
+        return SourceError(f"{self.path}: reading table {self.table!r}: {problem}")
+
     def rows_after(self, rowid: int, limit: int) -> list[tuple]:
         """Up to `limit` rows with rowid > `rowid`, rowid first, in rowid order."""
         try:
             return self._require_conn().execute(self._select_after, (rowid, limit)).fetchall()
         except sqlite3.Error as exc:
-            raise SourceError(f"{self.path}: reading table {self.table!r}: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     def row_at(self, rowid: int) -> tuple | None:
         names = ", ".join(quote_identifier(c.name) for c in self.columns)
@@ -160,14 +170,14 @@ class SQLiteSource:
         try:
             return self._require_conn().execute(sql, (rowid,)).fetchone()
         except sqlite3.Error as exc:
-            raise SourceError(f"{self.path}: reading table {self.table!r}: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     def max_rowid(self) -> int:
         sql = f"SELECT max(_rowid_) FROM {quote_identifier(self.table)}"
         try:
             return self._require_conn().execute(sql).fetchone()[0] or 0
         except sqlite3.Error as exc:
-            raise SourceError(f"{self.path}: reading table {self.table!r}: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     def close(self) -> None:
         if self.conn is not None:

@@ -84,8 +84,15 @@ class EdgeTailer:
         self.connection = connection
         self.stop = stop or threading.Event()
         self.region = settings.effective_region
-        self.source = SQLiteSource(settings.sqlite, settings.table, settings.timestamp_col)
-        self.kafka_config = connection.kafka_client_config()
+        self.source = SQLiteSource(
+            settings.sqlite,
+            settings.table,
+            settings.timestamp_col,
+            busy_timeout_s=settings.busy_timeout_s,
+        )
+        # Every client (admin, checkpoint reader, producer) logs through the throttled logger:
+        # without it librdkafka writes each failed connection attempt straight to stderr.
+        self.kafka_config = {**connection.kafka_client_config(), "logger": kafka_logger()}
         self.store = CheckpointStore(self.kafka_config, settings.checkpoint_topic)
         self.registry = SchemaRegistry(connection.schema_registry_config())
         self.status = TailerStatus(settings.status_interval_s)
@@ -171,6 +178,8 @@ class EdgeTailer:
                 "queue.buffering.max.messages": 500_000,
                 "queue.buffering.max.kbytes": 512 * 1024,
                 "message.max.bytes": max(1_000_000, s.max_row_bytes + 65_536),
+                # Reconnect within seconds of the broker's return, not librdkafka's 10 s.
+                "reconnect.backoff.max.ms": 5000,
                 "logger": kafka_logger(),
                 "error_cb": self._on_kafka_error,
             }
@@ -321,6 +330,9 @@ class EdgeTailer:
                 committed_at=time.time(),
             )
             self.store.stage(producer, checkpoint)
+            # commit_transaction() would flush too; flushing first puts the records in the log
+            # before the commit, the window the before_commit crash point tests.
+            self._flush()
             failpoint("producer.before_commit")
             self._commit()
             failpoint("producer.after_commit")
@@ -358,11 +370,21 @@ class EdgeTailer:
             self.settings.dead_letter_topic, None, letter.value, letter.headers(failed_at)
         )
 
+    @property
+    def _wait_slice_s(self) -> float:
+        """How long one blocking Kafka call may take: short enough to log once per interval."""
+        return min(self.settings.status_interval_s, 5.0)
+
+    def _flush(self) -> None:
+        while (remaining := self.producer.flush(self._wait_slice_s)) and not self.stop.is_set():
+            self.status.offline(f"{remaining} records waiting for the broker")
+            self.status.maybe_log(self._backlog())
+
     def _commit(self) -> None:
         backoff = Backoff(initial_s=0.2, max_s=self.settings.retry_backoff_max_s)
         while True:
             try:
-                self.producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                self.producer.commit_transaction(self._wait_slice_s)
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
