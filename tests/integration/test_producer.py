@@ -179,3 +179,43 @@ def test_tailing_never_blocks_the_sensor_writer(
         runner.join(30)
     records = topic_records(kafka, schema_registry, settings.topic)
     assert_exactly_once(records, sqlite_rows(settings.sqlite))
+
+
+def recreate(db) -> None:
+    """What the legacy simulator did on every start: delete the database."""
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("regrown", [False, True], ids=["rowids-backwards", "regrown-past"])
+def test_recreated_database_stops_the_producer_loudly(
+    kafka, schema_registry, connection, producer_settings, regrown
+):
+    from producers.tailer import SourceRecreated
+
+    simulate(producer_settings.sqlite, 500)
+    EdgeTailer(producer_settings, connection).run()
+    recreate(producer_settings.sqlite)
+    # A new database, perhaps already past the old checkpoint's rowid.
+    simulate(
+        producer_settings.sqlite, 800 if regrown else 120, seed=99, start=START.replace(day=21)
+    )
+    with pytest.raises(SourceRecreated) as stopped:
+        EdgeTailer(producer_settings, connection).run()
+    message = str(stopped.value)
+    assert str(producer_settings.sqlite) in message
+    assert "recreated" in message and "rowid 500" in message
+    assert "--on-recreated restart" in message
+    records = topic_records(kafka, schema_registry, producer_settings.topic)
+    assert len(records) == 500  # nothing of the new database, nothing again of the old
+
+    restarted = producer_settings.model_copy(update={"on_recreated": "restart"})
+    result = EdgeTailer(restarted, connection).run()
+    assert result.rows == (800 if regrown else 120)
+    records = topic_records(kafka, schema_registry, producer_settings.topic)
+    new_rows = sqlite_rows(producer_settings.sqlite)
+    assert len(records) == 500 + len(new_rows)
+    new_database = [r for r in records if r[2]["timestamp"].day == 21]
+    assert_exactly_once(new_database, new_rows)
+    # Afterwards the new database is the lineage: a further run resumes, it does not restart.
+    assert EdgeTailer(producer_settings, connection).run().rows == 0
