@@ -9,9 +9,9 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
-from fastavro import schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.registry import wire_prefix
+from schemas.registry import WIRE_HEADER_SIZE, SchemaRegistry, read_wire_header, wire_prefix
 from schemas.value_schema import parsed_schema
 
 
@@ -28,3 +28,57 @@ class AvroEncoder:
         buffer.write(self._prefix)
         schemaless_writer(buffer, self._parsed, record)
         return buffer.getvalue()
+
+
+class UndecodableMessage(ValueError):
+    """A message that is not a record we can read; the reason goes into a dead-letter header."""
+
+
+class AvroDecoder:
+    """Decodes Confluent-framed Avro, fetching each writer schema from the registry once.
+
+    Schema ids are global in the registry, so one cache serves every topic. Registry outages
+    surface as the registry client's own errors (not UndecodableMessage): an unreachable
+    registry is a reason to wait, never a reason to dead-letter a good message.
+    """
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._schemas: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def writer_schema(self, schema_id: int) -> dict[str, Any]:
+        return self._schema(schema_id)[0]
+
+    def _schema(self, schema_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        cached = self._schemas.get(schema_id)
+        if cached is None:
+            schema = self.registry.schema_by_id(schema_id)
+            if schema is None:
+                raise UndecodableMessage(f"schema id {schema_id} is not in the schema registry")
+            cached = (schema, parsed_schema(schema))
+            self._schemas[schema_id] = cached
+        return cached
+
+    def decode(self, message: bytes | None) -> tuple[int, dict[str, Any]]:
+        """(schema id, record) of a framed message."""
+        if message is None:
+            raise UndecodableMessage("the message has no value (a tombstone)")
+        try:
+            schema_id = read_wire_header(message)
+        except ValueError as exc:
+            raise UndecodableMessage(f"not Avro in the Confluent wire format: {exc}") from None
+        parsed = self._schema(schema_id)[1]
+        body = BytesIO(message)
+        body.seek(WIRE_HEADER_SIZE)
+        try:
+            record = schemaless_reader(body, parsed, None)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+            raise UndecodableMessage(
+                f"the Avro body does not match schema id {schema_id}: {type(exc).__name__}: {exc}"
+            ) from None
+        if body.tell() != len(message):
+            raise UndecodableMessage(
+                f"{len(message) - body.tell()} bytes left over after the record of schema id "
+                f"{schema_id}: the body was written with another schema"
+            )
+        return schema_id, record

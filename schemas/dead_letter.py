@@ -17,11 +17,19 @@ HEADER_STAGE = "dlq.stage"
 HEADER_ERROR = "dlq.error"
 HEADER_FAILED_AT = "dlq.failed_at"
 MAX_ERROR_BYTES = 2048
+MAX_ROW_JSON_BYTES = 900_000
+"""Largest dead-letter value made from a row: with headers it stays under Kafka's default
+1 MB message limit, so a row too large for a record is not too large for its dead letter."""
+TRUNCATED_HEAD_CHARS = 256
 
 
 def _clip(text: str) -> bytes:
     data = text.encode("utf-8", "replace")
-    return data if len(data) <= MAX_ERROR_BYTES else data[: MAX_ERROR_BYTES - 3] + b"..."
+    if len(data) <= MAX_ERROR_BYTES:
+        return data
+    # Cut on a character boundary: a header value must stay valid UTF-8.
+    head = data[: MAX_ERROR_BYTES - 3].decode("utf-8", "ignore").encode("utf-8")
+    return head + b"..."
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,42 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def row_as_json(columns: list[str], row: tuple) -> bytes:
-    """A source row as JSON bytes that survive any content: invalid UTF-8, NaN, infinities."""
-    return json.dumps(
-        {name: _jsonable(value) for name, value in zip(columns, row, strict=False)},
-        separators=(",", ":"),
-    ).encode()
+def row_as_json(columns: list[str], row: tuple, max_bytes: int = MAX_ROW_JSON_BYTES) -> bytes:
+    """A source row as JSON bytes that survive any content: invalid UTF-8, NaN, infinities.
+
+    A row whose JSON would exceed `max_bytes` (an oversized row) has its largest values
+    replaced, largest first, by `{"truncated": true, "bytes": N, "head": ...}` (the value's
+    size and its first characters) until it fits; the dead letter's source headers say where
+    the whole row is.
+    """
+    values = {name: _jsonable(value) for name, value in zip(columns, row, strict=False)}
+    data = _dumps(values)
+    if len(data) <= max_bytes:
+        return data
+    full_size = size = len(data)
+    originals = dict(zip(columns, row, strict=False))
+    sizes = {name: len(_dumps(value)) for name, value in values.items()}
+    for name in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        values[name] = _truncated(originals[name])
+        size += len(_dumps(values[name])) - sizes[name]  # exact: compact JSON adds no spaces
+        if size <= max_bytes:
+            return _dumps(values)
+    return _dumps({"truncated": True, "bytes": full_size})  # too many columns even truncated
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _truncated(value: Any) -> dict[str, Any]:
+    """What stands in for a value too large for the dead letter: its size and its start."""
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            head = base64.b64encode(value[:TRUNCATED_HEAD_CHARS]).decode("ascii")
+            return {"truncated": True, "bytes": len(value), "head_base64": head}
+        return {"truncated": True, "bytes": len(value), "head": text[:TRUNCATED_HEAD_CHARS]}
+    text = value if isinstance(value, str) else str(value)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return {"truncated": True, "bytes": size, "head": text[:TRUNCATED_HEAD_CHARS]}

@@ -74,6 +74,16 @@ class SchemaRegistry:
                 ) from exc
             raise
 
+    def schema_by_id(self, schema_id: int) -> dict | None:
+        """The schema registered under the global `schema_id`, or None when there is none."""
+        try:
+            registered = self.client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise
+        return json.loads(registered.schema_str)
+
     def latest_value_schema(self, topic: str) -> dict | None:
         """The latest registered schema of `<topic>-value`, or None when there is none."""
         try:

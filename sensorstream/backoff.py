@@ -19,7 +19,10 @@ class Backoff:
         self.attempts = 0
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * self.factor**self.attempts)
+        try:
+            base = min(self.max_s, self.initial_s * self.factor**self.attempts)
+        except OverflowError:  # ~1000 attempts: hours offline, long since at the ceiling
+            base = self.max_s
         self.attempts += 1
         return base * random.uniform(0.5, 1.0)
 
