@@ -38,7 +38,9 @@ class ProducerSettings(LayeredSettings):
     poll_interval_s: float = Field(0.05, gt=0, le=60)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(5, ge=0, le=1000)
-    max_row_bytes: int = Field(1_048_576, ge=1024)
+    # Below the broker's default 1 MiB message limit with room for batch overhead: a larger
+    # record would be refused by Kafka on every retry instead of going to the dead letters.
+    max_row_bytes: int = Field(900_000, ge=1024, le=1_000_000)
     on_recreated: Literal["fail", "restart"] = Field(
         "fail",
         description="when the database was recreated (rowids went backwards): stop with an "
