@@ -360,7 +360,8 @@ def test_a_row_above_kafka_message_size_is_dead_lettered_truncated(tmp_path, pro
 
     assert_sorted_out(outcome, {big: "location"}, {before, after})
     letter = outcome.letters[big]
-    assert "above the limit of 1048576 bytes; largest column 'location' has 2000000 bytes" in (
+    limit = ProducerSettings.model_fields["max_row_bytes"].default
+    assert f"above the limit of {limit} bytes; largest column 'location' has 2000000 bytes" in (
         letter.headers["dlq.error"].decode()
     )
     truncated = {"truncated": True, "bytes": 2_000_000, "head": "x" * 256}
