@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import json
 import struct
-import warnings
 
-with warnings.catch_warnings():
-    # The registry client imports authlib, whose httpx integration warns of its own
-    # deprecation at import time through a filter it forces to "always".
-    import authlib.deprecate  # noqa: F401
-
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from sensorstream.errors import PipelineError
 

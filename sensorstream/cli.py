@@ -130,6 +130,81 @@ def _produce_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _route_command(args: argparse.Namespace) -> int:
+    from sensorstream.logs import configure
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from stream_apps.app import RouterApp
+    from stream_apps.settings import RouterSettings
+
+    settings = load_settings(
+        RouterSettings,
+        config_file=args.config,
+        section="router",
+        overrides={"routes": args.routes, "once": True if args.once else None},
+    )
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    configure()
+    # quixstreams handles SIGINT/SIGTERM itself: it finishes the checkpoint, then returns.
+    result = RouterApp(settings, connection).run()
+    print(
+        f"routed {result.routed} records ({result.dead_letters} dead letters) with routing "
+        f"version {result.routes_version}, {result.seconds:.1f} s",
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def _routes_command(args: argparse.Namespace) -> int:
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from stream_apps.app import known_fields
+    from stream_apps.control import RoutingControl
+    from stream_apps.routing.config import parse_routing
+    from stream_apps.settings import RouterSettings
+
+    settings = load_settings(RouterSettings, config_file=args.config, section="router")
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    control = RoutingControl(connection.kafka_client_config(), settings.control_topic)
+    control.ensure_topic()
+    if args.action == "apply":
+        if args.file is None:
+            raise ConfigError("routes apply needs the routing FILE to apply")
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{args.file}: cannot read routing file: {exc}") from None
+        from schemas.registry import SchemaRegistry
+
+        fields = known_fields(
+            SchemaRegistry(connection.schema_registry_config()), "sensors.readings"
+        )
+        parse_routing(text, str(args.file), fields)
+        version, new = control.publish(text, settings.applied_by, str(args.file))
+        if new:
+            print(f"applied {args.file} as routing version {version.version}")
+        else:
+            print(f"{args.file} is already routing version {version.version}; nothing applied")
+        return EXIT_OK
+    history = control.history()
+    if args.action == "history":
+        print(f"{'VERSION':<8} {'APPLIED AT':<26} {'BY':<16} {'HASH':<13} SOURCE")
+        for v in history:
+            print(
+                f"{v.version:<8} {v.applied_at:<26} {v.applied_by:<16} "
+                f"{v.content_hash[:12]:<13} {v.source}"
+            )
+        return EXIT_OK
+    if not history:
+        print("no routing version has been applied yet")
+        return EXIT_OK
+    latest = history[-1]
+    print(
+        f"# routing version {latest.version}, applied {latest.applied_at} by "
+        f"{latest.applied_by} from {latest.source}"
+    )
+    print(latest.content, end="" if latest.content.endswith("\n") else "\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sensorstream",
@@ -177,10 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--once", action="store_true", help="produce what is there, then exit")
     produce.add_argument("--config", type=Path, metavar="FILE", help="YAML, section producer:")
     produce.set_defaults(handler=_produce_command)
+
+    route = sub.add_parser("route", help="route readings to their topics (quixstreams)")
+    route.add_argument("--routes", type=Path, metavar="FILE", help="routing file to apply first")
+    route.add_argument("--once", action="store_true", help="route what is there, then exit")
+    route.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
+    route.set_defaults(handler=_route_command)
+
+    routes = sub.add_parser("routes", help="show, apply or list routing versions")
+    routes.add_argument("action", choices=["show", "apply", "history"])
+    routes.add_argument("file", nargs="?", type=Path, metavar="FILE", help="for apply")
+    routes.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
+    routes.set_defaults(handler=_routes_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sensorstream.logs import silence_known_warnings
+
+    silence_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

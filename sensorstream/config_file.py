@@ -58,6 +58,10 @@ def _node_to_python(
             if not isinstance(key, str):
                 line = key_node.start_mark.line + 1
                 raise ConfigError(f"line {line}: key {key!r} must be text")
+            if key in out:  # YAML would keep the last silently: a classic lost edit
+                line = key_node.start_mark.line + 1
+                first = lines[(*loc, key)]
+                raise ConfigError(f"line {line}: key '{key}' appears twice (first on line {first})")
             out[key] = _node_to_python(value_node, (*loc, key), lines)
             lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
@@ -74,6 +78,14 @@ def read_yaml(path: Path) -> YamlDocument:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    return read_yaml_text(text, path)
+
+
+def read_yaml_text(text: str, path: Path) -> YamlDocument:
+    """Like read_yaml, for YAML text that did not come from a file (a control topic, ...).
+
+    `path` only names the source in errors and in `YamlDocument.where`.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:

@@ -14,6 +14,21 @@ import time
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def silence_known_warnings() -> None:
+    """Hide third-party warnings that tell an operator nothing they can act on.
+
+    confluent-kafka's registry client imports authlib, whose httpx integration announces its
+    own deprecation at import time through a filter it forces to "always"; the filter is
+    installed here first, in front of authlib's, so it wins.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        import authlib.deprecate  # noqa: F401  - installs authlib's "always" filter
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+
+
 def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_sensorstream", False) for h in root.handlers):

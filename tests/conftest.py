@@ -7,9 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-import schemas.registry  # noqa: F401  - first import of the registry client, warnings handled
+from sensorstream.logs import silence_known_warnings
 from sensorstream.settings import ConnectionSettings
 from tests.servers import KafkaServer, S3Server, SchemaRegistryServer, ServerPool
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    silence_known_warnings()
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,10 @@ def test_unknown_key_in_section_is_an_error(tmp_path):
         ("example: [1, 2\n", r"line 2: invalid YAML"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("example: !!python/object:os.system {}\n", "invalid YAML"),
+        (
+            "example:\n  rate: 1\n  rate: 2\n",
+            r"line 3: key 'rate' appears twice \(first on line 2\)",
+        ),
     ],
 )
 def test_malformed_yaml_is_a_config_error(tmp_path, text, expected):

@@ -1,0 +1,245 @@
+"""`sensorstream route`: the quixstreams application that routes readings, exactly once.
+
+The input is read as raw bytes: decoding happens in `MessageRouter`, so a message quixstreams
+could not deserialize becomes a dead letter rather than an exception that stops the app. Each
+input fans out (`apply(expand=True)`) into the messages of every matching route; each outgoing
+message carries its own topic and headers, so one `to_topic` serves every route, regional
+topics included. With `processing_guarantee="exactly-once"`, the outputs and the input offsets
+commit in one Kafka transaction per checkpoint (every `commit_interval_s`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quixstreams import Application, message_context
+from quixstreams.models import Topic
+from quixstreams.models.serializers import Serializer
+from quixstreams.sinks import BaseSink
+
+from schemas.avro_codec import AvroDecoder
+from schemas.registry import SchemaRegistry
+from schemas.value_schema import PROVENANCE_NAMES, curated_schema
+from sensorstream.errors import ConfigError
+from sensorstream.settings import ConnectionSettings
+from sensorstream.topics import READINGS, TopicSpec, ensure_topics
+from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
+from stream_apps.outputs import OutputEncoders
+from stream_apps.router import ActiveRouting, MessageRouter, Outgoing
+from stream_apps.routing.config import CompiledRouting, parse_routing
+from stream_apps.settings import RouterSettings
+
+log = logging.getLogger("sensorstream.router")
+
+DEFAULT_ROUTES = Path(__file__).with_name("routes.yaml")
+
+
+class _OutgoingSerializer(Serializer):
+    """Outgoing messages are already encoded; the serializer only hands over their bytes."""
+
+    def __call__(self, value: Outgoing, ctx: Any) -> bytes:
+        return value.value
+
+
+class _CheckpointBoundary(BaseSink):
+    """quixstreams flushes sinks when a checkpoint commits: the moment to switch versions."""
+
+    def __init__(self, active: ActiveRouting) -> None:
+        super().__init__()
+        self.active = active
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.active.activate()
+
+
+class _OutputTopics:
+    """quixstreams Topic objects for output topic names, created on the broker on first use."""
+
+    def __init__(self, app: Application, kafka_config: dict[str, str], partitions: int) -> None:
+        self.app = app
+        self.kafka_config = kafka_config
+        self.partitions = partitions
+        self._topics: dict[str, Topic] = {}
+        self._serializer = _OutgoingSerializer()
+
+    def get(self, name: str) -> Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            ensure_topics(self.kafka_config, [TopicSpec(name, self.partitions)])
+            topic = self._topics[name] = self.app.topic(
+                name,
+                key_serializer="bytes",
+                value_serializer=self._serializer,
+                key_deserializer="bytes",
+                value_deserializer="bytes",
+            )
+        return topic
+
+
+def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
+    """Fields a routing rule may name: the curated reading, provenance, and whatever the
+    latest registered input schema adds (new columns from the edge)."""
+    fields = {f["name"] for f in curated_schema()["fields"]} | set(PROVENANCE_NAMES)
+    latest = registry.latest_value_schema(input_topic)
+    if latest is not None:
+        fields |= {f["name"] for f in latest["fields"]}
+    return fields
+
+
+def compile_version(version: RoutingVersion, fields: set[str]) -> CompiledRouting:
+    return parse_routing(version.content, f"routing version {version.version}", fields)
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    routed: int
+    dead_letters: int
+    routes_version: int
+    seconds: float
+
+
+class RouterApp:
+    def __init__(self, settings: RouterSettings, connection: ConnectionSettings) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.kafka_config = connection.kafka_client_config()
+        self.registry = SchemaRegistry(connection.schema_registry_config())
+        self.control = RoutingControl(self.kafka_config, settings.control_topic)
+        self.app: Application | None = None
+        self.router: MessageRouter | None = None
+        self._stop_requested = threading.Event()
+
+    def initial_version(self, fields: set[str]) -> RoutingVersion:
+        """The version to start with: --routes FILE published if new, else the latest."""
+        s = self.settings
+        if s.routes is not None:
+            path = s.routes
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
+            parse_routing(text, str(path), fields)  # validate before publishing
+            version, new = self.control.publish(text, s.applied_by, str(path))
+            if new:
+                log.info("published %s as routing version %d", path, version.version)
+            return version
+        latest = self.control.latest()
+        if latest is not None:
+            return latest
+        text = DEFAULT_ROUTES.read_text(encoding="utf-8")
+        version, _ = self.control.publish(text, s.applied_by, "default routes.yaml")
+        log.info("no routing version yet: published the default routes as version 1")
+        return version
+
+    def build(self) -> Application:
+        s = self.settings
+        self.control.ensure_topic()
+        fields = known_fields(self.registry, READINGS)
+        version = self.initial_version(fields)
+        routing = compile_version(version, fields)
+        active = ActiveRouting(version.version, routing)
+        config = routing.config
+        ensure_topics(
+            self.kafka_config,
+            [TopicSpec(config.input, s.output_partitions), TopicSpec(config.dead_letter_topic, 1)],
+        )
+        extra = {k: v for k, v in self.kafka_config.items() if k != "bootstrap.servers"}
+        app = Application(
+            broker_address=self.connection.kafka_bootstrap_servers,
+            consumer_group=s.consumer_group,
+            auto_offset_reset="earliest",
+            processing_guarantee=s.processing_guarantee,
+            commit_interval=s.commit_interval_s,
+            consumer_extra_config=dict(extra),
+            producer_extra_config={**extra, "linger.ms": 5, "compression.type": "lz4"},
+            use_changelog_topics=False,
+            state_dir=Path(tempfile.gettempdir()) / "sensorstream-router-state",
+            loglevel=None,
+        )
+        decoder = AvroDecoder(self.registry)
+        router = MessageRouter(
+            active, decoder, OutputEncoders(self.registry, decoder), config.dead_letter_topic
+        )
+        topics = _OutputTopics(app, self.kafka_config, s.output_partitions)
+        topics.get(config.dead_letter_topic)
+
+        def fan_out(value: bytes, key: Any, timestamp: int, headers: Any) -> list[Outgoing]:
+            ctx = message_context()
+            return router.route(value, (ctx.topic, ctx.partition, ctx.offset))
+
+        sdf = app.dataframe(
+            app.topic(config.input, key_deserializer="bytes", value_deserializer="bytes")
+        )
+        outgoing = sdf.apply(fan_out, expand=True, metadata=True)
+        outgoing = outgoing.set_headers(lambda value, key, ts, headers: value.headers)
+        outgoing.to_topic(lambda value, key, ts, headers: topics.get(value.topic))
+        outgoing.sink(_CheckpointBoundary(active))
+
+        def on_version(version: RoutingVersion) -> None:
+            try:
+                compiled = compile_version(version, known_fields(self.registry, config.input))
+            except ConfigError as exc:
+                log.error(
+                    "routing version %d does not compile here; keeping version %d: %s",
+                    version.version,
+                    active.version,
+                    exc,
+                )
+                return
+            if compiled.config.input != config.input:
+                log.error(
+                    "routing version %d changes the input topic; restart the routers to "
+                    "apply it; keeping version %d",
+                    version.version,
+                    active.version,
+                )
+                return
+            log.info(
+                "routing version %d (%s by %s) staged for the next checkpoint",
+                version.version,
+                version.source,
+                version.applied_by,
+            )
+            active.stage(version.version, compiled)
+
+        self.watcher = ControlWatcher(self.control, version.version, on_version)
+        self.app, self.router = app, router
+        log.info(
+            "routing %s with version %d (%d routes), %s",
+            config.input,
+            version.version,
+            len(config.routes),
+            s.processing_guarantee,
+        )
+        return app
+
+    def run(self) -> RouterResult:
+        started = time.monotonic()
+        app = self.app or self.build()
+        self.watcher.start()
+        try:
+            if self.settings.once:
+                app.run(timeout=self.settings.idle_timeout_s, collect=False)
+            else:
+                app.run()
+        finally:
+            self.watcher.stop()
+        return RouterResult(
+            routed=self.router.routed,
+            dead_letters=self.router.dead_letters,
+            routes_version=self.router.active.version,
+            seconds=time.monotonic() - started,
+        )
+
+    def stop(self) -> None:
+        if self.app is not None:
+            self.app.stop()

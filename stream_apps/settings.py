@@ -1,0 +1,41 @@
+"""What `sensorstream route` can be told (flags > environment > YAML `router:` > defaults)."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sensorstream.settings import LayeredSettings
+
+ROUTING_CONTROL = "sensors.routing.control"
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry in some containers
+        return "unknown"
+
+
+class RouterSettings(LayeredSettings):
+    model_config = SettingsConfigDict(env_prefix="SENSORSTREAM_ROUTER_")
+
+    routes: Path | None = Field(
+        None,
+        description="routing file to apply at start (published to the control topic as a new "
+        "version if it differs from the latest); unset: follow the control topic",
+    )
+    consumer_group: str = "sensorstream-router"
+    control_topic: str = ROUTING_CONTROL
+    processing_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
+    commit_interval_s: float = Field(
+        0.5, gt=0, le=60, description="transaction length; bounds end-to-end latency"
+    )
+    output_partitions: int = Field(3, ge=1, description="partitions of output topics it creates")
+    once: bool = False
+    idle_timeout_s: float = Field(3.0, gt=0, description="with --once: exit after this idle")
+    applied_by: str = Field(default_factory=_operator, description="who `routes apply` records")
