@@ -23,9 +23,11 @@ def silence_known_warnings() -> None:
     """
     import warnings
 
-    with warnings.catch_warnings():
-        import authlib.deprecate  # noqa: F401  - installs authlib's "always" filter
+    import authlib.deprecate
 
+    warnings.filters[:] = [
+        f for f in warnings.filters if f[2] is not authlib.deprecate.AuthlibDeprecationWarning
+    ]
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
 

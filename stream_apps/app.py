@@ -159,8 +159,8 @@ class RouterApp:
             auto_offset_reset="earliest",
             processing_guarantee=s.processing_guarantee,
             commit_interval=s.commit_interval_s,
-            consumer_extra_config=dict(extra),
-            producer_extra_config={**extra, "linger.ms": 5, "compression.type": "lz4"},
+            consumer_extra_config=self._consumer_config(extra),
+            producer_extra_config=self._producer_config(extra),
             use_changelog_topics=False,
             state_dir=Path(tempfile.gettempdir()) / "sensorstream-router-state",
             loglevel=None,
@@ -222,16 +222,46 @@ class RouterApp:
         )
         return app
 
+    def _consumer_config(self, extra: dict[str, str]) -> dict[str, Any]:
+        config: dict[str, Any] = {**extra, "session.timeout.ms": 15000}
+        if self.settings.instance_id:
+            # Static membership: a restarted instance takes its old place in the group at
+            # once instead of waiting for the dead member's session to expire.
+            config["group.instance.id"] = self.settings.instance_id
+        return config
+
+    def _producer_config(self, extra: dict[str, str]) -> dict[str, Any]:
+        s = self.settings
+        config: dict[str, Any] = {
+            **extra,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "transaction.timeout.ms": int(s.transaction_timeout_s * 1000),
+        }
+        if s.instance_id:
+            config["transactional.id"] = f"{s.consumer_group}.{s.instance_id}"
+        return config
+
     def run(self) -> RouterResult:
         started = time.monotonic()
         app = self.app or self.build()
+        if threading.current_thread() is not threading.main_thread():
+            # quixstreams installs SIGINT/SIGTERM handlers in run(), which Python allows in
+            # the main thread only; a router run in another thread is stopped with stop().
+            app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.watcher.start()
+        finished = threading.Event()
+        stopper = threading.Thread(
+            target=self._forward_stop, args=(app, finished), name="router-stop", daemon=True
+        )
+        stopper.start()
         try:
             if self.settings.once:
                 app.run(timeout=self.settings.idle_timeout_s, collect=False)
             else:
                 app.run()
         finally:
+            finished.set()
             self.watcher.stop()
         return RouterResult(
             routed=self.router.routed,
@@ -240,6 +270,16 @@ class RouterApp:
             seconds=time.monotonic() - started,
         )
 
+    def _forward_stop(self, app: Application, finished: threading.Event) -> None:
+        # quixstreams' run() clears a stop() that comes before its loop has started, so a
+        # stop() is repeated until run() returns.
+        while not finished.is_set():
+            if self._stop_requested.wait(0.2):
+                app.stop()
+                finished.wait(0.2)
+
     def stop(self) -> None:
+        """Ask run() to finish its checkpoint and return; from any thread, at any time."""
+        self._stop_requested.set()
         if self.app is not None:
             self.app.stop()

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import DeadLetter
 from schemas.registry import IncompatibleSchema
+from sensorstream.failpoints import failpoint
 from stream_apps.outputs import OutputEncoders
 from stream_apps.routing.config import CompiledRouting
 
@@ -44,19 +45,35 @@ class ActiveRouting:
         self.version = version
         self.routing = routing
         self._pending: tuple[int, CompiledRouting] | None = None
+        self._in_use = False  # a message of the open checkpoint was routed by this version
         self._lock = threading.Lock()
+
+    def current(self) -> tuple[int, CompiledRouting]:
+        """The version to route a message with; it stays in force until the checkpoint commits."""
+        with self._lock:
+            self._in_use = True
+            return self.version, self.routing
 
     def stage(self, version: int, routing: CompiledRouting) -> None:
         with self._lock:
-            self._pending = (version, routing)
+            if self._in_use:
+                self._pending = (version, routing)
+                return
+            # Nothing routed since the last commit (an idle router commits no checkpoint, so
+            # activate() would wait for the next message): in force at once.
+            self._pending = None
+            self.version, self.routing = version, routing
+        log.info("routing version %d is now in force", version)
 
     def activate(self) -> bool:
         with self._lock:
             pending, self._pending = self._pending, None
+            self._in_use = False
+            if pending is not None:
+                self.version, self.routing = pending
         if pending is None:
             return False
-        self.version, self.routing = pending
-        log.info("routing version %d is now in force", self.version)
+        log.info("routing version %d is now in force", pending[0])
         return True
 
 
@@ -77,8 +94,10 @@ class MessageRouter:
 
     def route(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
         """The messages to produce for one input `value` read at (topic, partition, offset)."""
+        failpoint("router.route")
+        self.routed += 1  # every input counts, dead-lettered or not
         active = self.active
-        version, routing = active.version, active.routing
+        version, routing = active.current()
         try:
             schema_id, record = self.decoder.decode(value)
         except UndecodableMessage as exc:
@@ -105,7 +124,6 @@ class MessageRouter:
             outgoing.append(Outgoing(output.topic, payload, headers))
         for failure in result.dead_letters:
             outgoing.append(self._dead_letter(value, source, failure.reason, failure.route))
-        self.routed += 1
         return outgoing
 
     def _dead_letter(

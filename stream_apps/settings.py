@@ -30,6 +30,15 @@ class RouterSettings(LayeredSettings):
         "version if it differs from the latest); unset: follow the control topic",
     )
     consumer_group: str = "sensorstream-router"
+    instance_id: str | None = Field(
+        None,
+        description="a stable name for this instance (e.g. the pod name): its restart then "
+        "fences its own unfinished transaction at once; unset: a random id per start, and a "
+        "killed instance's open transaction blocks read_committed readers until it times out",
+    )
+    transaction_timeout_s: float = Field(
+        10.0, ge=2, le=900, description="how long a dead instance's transaction can linger"
+    )
     control_topic: str = ROUTING_CONTROL
     processing_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
     commit_interval_s: float = Field(
