@@ -36,9 +36,10 @@ class Outgoing(NamedTuple):
 class ActiveRouting:
     """The routing version in force, and the next one waiting for a checkpoint boundary.
 
-    A new version is staged by the control-topic thread and switched in only by `activate()`,
-    which the app calls when a checkpoint commits: every message of one Kafka transaction is
-    routed by one version, and the outputs say which (a header).
+    A new version is staged by the control-topic thread and switched in by `activate()`, which
+    the app calls when a checkpoint commits, or at once when no message has been routed since
+    the last commit: every message of one Kafka transaction is routed by one version, and the
+    outputs say which (a header).
     """
 
     def __init__(self, version: int, routing: CompiledRouting) -> None:
