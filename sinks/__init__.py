@@ -1,0 +1,1 @@
+"""Sinks: routed topics into time-partitioned Delta tables and an optional landing area."""

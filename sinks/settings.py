@@ -1,0 +1,61 @@
+"""What `sensorstream sink` can be told (flags > environment > YAML `sink:` > defaults).
+
+Flush policy is per route: the emergency table is flushed about every second (its readers are
+alerting), the others every tens of seconds (fewer, larger files for Databricks).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import SettingsConfigDict
+
+from sensorstream.settings import LayeredSettings
+
+ROUTED_TOPICS = [
+    "sensors.raw",
+    "sensors.schematized",
+    "sensors.filtered",
+    "sensors.emergency",
+    r"^sensors\.regional\..+",
+    "sensors.dlq",
+]
+
+
+class TableSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str | None = Field(
+        None, description="table URI; may contain {region}; default <lake>/<route>[/<region>]"
+    )
+    max_rows: int = Field(100_000, ge=1)
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_latency_s: float = Field(30.0, gt=0)
+    hourly: bool = Field(False, description="also partition by event_hour")
+    landing: bool = Field(False, description="also write the Auto Loader Parquet landing area")
+
+
+def _default_routes() -> dict[str, TableSettings]:
+    return {"emergency": TableSettings(max_latency_s=1.0), "dlq": TableSettings(max_latency_s=5.0)}
+
+
+class SinkSettings(LayeredSettings):
+    model_config = SettingsConfigDict(env_prefix="SENSORSTREAM_SINK_")
+
+    consumer_group: str = "sensorstream-sink"
+    instance_id: str | None = Field(None, description="stable name: static group membership")
+    topics: list[str] = Field(default_factory=lambda: list(ROUTED_TOPICS))
+    topic_prefix: str = Field("sensors.", description="stripped from a topic to name its route")
+    dead_letter_topic: str = "sensors.dlq"
+    defaults: TableSettings = Field(default_factory=TableSettings)
+    routes: dict[str, TableSettings] = Field(default_factory=_default_routes)
+    max_buffered_rows: int = Field(
+        500_000, ge=1000, description="memory bound: the fullest batch is flushed beyond it"
+    )
+    poll_batch: int = Field(5000, ge=1, le=100_000)
+    checkpoint_interval: int = Field(100, ge=1, description="Delta checkpoint every N commits")
+    retry_budget_s: float = Field(300.0, gt=0, description="give up on S3 after this long")
+    once: bool = False
+    idle_timeout_s: float = Field(3.0, gt=0)
+
+    def table_settings(self, route: str) -> TableSettings:
+        return self.routes.get(route, self.defaults)
