@@ -205,6 +205,60 @@ def _routes_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sink_command(args: argparse.Namespace) -> int:
+    import threading
+
+    from sensorstream.logs import configure
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sensorstream.shutdown import stop_on_signals
+    from sinks.app import DeltaSink, describe
+    from sinks.settings import SinkSettings
+
+    settings = load_settings(
+        SinkSettings,
+        config_file=args.config,
+        section="sink",
+        overrides={"once": True if args.once else None},
+    )
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    configure()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = DeltaSink(settings, connection, stop).run()
+    print(describe(result), flush=True)
+    return EXIT_OK
+
+
+def _compact_command(args: argparse.Namespace) -> int:
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sinks.maintenance import compact
+
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    result = compact(args.table_uri, connection.storage_options(), target_size=args.target_size)
+    print(f"{args.table_uri}: {result.summary()}", flush=True)
+    return EXIT_OK
+
+
+def _vacuum_command(args: argparse.Namespace) -> int:
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sinks.maintenance import vacuum
+
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    files = vacuum(
+        args.table_uri,
+        connection.storage_options(),
+        retention_hours=args.retention_hours,
+        dry_run=args.dry_run,
+        allow_short_retention=args.allow_short_retention,
+    )
+    if args.dry_run:
+        for name in files:
+            print(name)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{args.table_uri}: {verb} {len(files)} files", flush=True)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sensorstream",
@@ -264,6 +318,37 @@ def build_parser() -> argparse.ArgumentParser:
     routes.add_argument("file", nargs="?", type=Path, metavar="FILE", help="for apply")
     routes.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
     routes.set_defaults(handler=_routes_command)
+
+    sink = sub.add_parser("sink", help="land routed topics in Delta tables, exactly once")
+    sink.add_argument("--once", action="store_true", help="land what is there, then exit")
+    sink.add_argument("--config", type=Path, metavar="FILE", help="YAML, section sink:")
+    sink.set_defaults(handler=_sink_command)
+
+    compact = sub.add_parser("compact", help="merge a Delta table's small files")
+    compact.add_argument("table_uri", metavar="TABLE_URI", help="local path or s3://bucket/path")
+    compact.add_argument(
+        "--target-size", type=int, metavar="BYTES", help="file size to aim for (default 100 MB)"
+    )
+    compact.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
+    compact.set_defaults(handler=_compact_command)
+
+    vacuum = sub.add_parser("vacuum", help="delete files a Delta table no longer references")
+    vacuum.add_argument("table_uri", metavar="TABLE_URI", help="local path or s3://bucket/path")
+    vacuum.add_argument(
+        "--retention-hours",
+        type=int,
+        default=168,
+        metavar="H",
+        help="keep files replaced less than H hours ago (default and minimum 168)",
+    )
+    vacuum.add_argument("--dry-run", action="store_true", help="list the files, delete nothing")
+    vacuum.add_argument(
+        "--allow-short-retention",
+        action="store_true",
+        help="allow under 168 h: breaks readers of older versions and slow writers",
+    )
+    vacuum.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
+    vacuum.set_defaults(handler=_vacuum_command)
     return parser
 
 
