@@ -22,7 +22,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+import pyarrow.compute as pc
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from schemas.avro_codec import AvroDecoder
 from schemas.registry import SchemaRegistry
@@ -31,6 +39,7 @@ from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
 from sensorstream.settings import ConnectionSettings
 from sinks.delta_writer import DeltaTableWriter
+from sinks.landing import LandingWriter
 from sinks.records import SinkMessage, dead_letter_table, readings_table
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
@@ -99,6 +108,8 @@ class DeltaSink:
         self._writers: dict[str, DeltaTableWriter] = {}
         self._batches: dict[str, TableBatch] = {}
         self._assigned: set[tuple[str, int]] = set()
+        self._landing = LandingWriter(connection.lake_uri, self.storage_options)
+        self._landed: dict[tuple[str, int], int] = {}
         self.consumer: Consumer | None = None
         self.dead_letters = 0
 
@@ -137,10 +148,17 @@ class DeltaSink:
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 30)
         }
         for tp in partitions:
-            version = self.writer(self.target(tp.topic)).txn_version(tp.topic, tp.partition)
+            target = self.target(tp.topic)
+            version = self.writer(target).txn_version(tp.topic, tp.partition)
             start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
             if version is not None and (start < 0 or version + 1 > start):
                 start = version + 1
+            if target.settings.landing:
+                # The landing area resumes after its own last file; where it is behind the
+                # table, the table's writer drops the rows it already holds.
+                landed = self._landing.last_landed_offset(target.route, tp.topic, tp.partition)
+                self._landed[(tp.topic, tp.partition)] = -1 if landed is None else landed
+                start = OFFSET_BEGINNING if landed is None else min(start, landed + 1)
             tp.offset = start
             self._assigned.add((tp.topic, tp.partition))
         consumer.assign(partitions)
@@ -266,11 +284,36 @@ class DeltaSink:
                 dead[0].reason,
             )
         failpoint("sink.between_tables")
+        if table is not None and target.settings.landing:
+            self._land(target, table)
         if table is not None:
             self.writer(target).write(table, last_offsets)
         failpoint("sink.before_offsets")
         self._commit_offsets(last_offsets)
         batch.messages, batch.size = [], 0
+
+    def _land(self, target: TableTarget, table) -> None:
+        """Write the batch's landing files, per topic-partition, past what already landed."""
+        for topic, partition in {
+            (t, p)
+            for t, p in zip(
+                table.column("_kafka_topic").to_pylist(),
+                table.column("_kafka_partition").to_pylist(),
+                strict=True,
+            )
+        }:
+            landed = self._landed.get((topic, partition), -1)
+            mask = pc.and_(
+                pc.and_(
+                    pc.equal(table.column("_kafka_topic"), topic),
+                    pc.equal(table.column("_kafka_partition"), partition),
+                ),
+                pc.greater(table.column("_kafka_offset"), landed),
+            )
+            part = table.filter(mask)
+            if part.num_rows:
+                self._landing.write(target.route, topic, partition, part)
+                self._landed[(topic, partition)] = pc.max(part.column("_kafka_offset")).as_py()
 
     def _commit_offsets(self, last_offsets: dict[tuple[str, int], int]) -> None:
         offsets = [

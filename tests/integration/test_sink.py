@@ -234,6 +234,39 @@ def test_a_new_field_becomes_a_new_column(kafka, schema_registry, s3, tmp_path, 
     assert all(rows[i]["co2_ppm"] == 400.0 + i for i in range(21, 41))
 
 
+def test_landing_mode_lands_each_record_once_and_replays_idempotently(
+    kafka, schema_registry, s3, tmp_path, unique
+):
+    from sinks.settings import TableSettings
+
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw", "dlq")
+    topics.send("raw", [reading(i) for i in range(1, 301)])
+    topics.flush()
+    lake_uri = str(tmp_path / "lake")
+    connection = connection_for(kafka, schema_registry, s3, lake_uri)
+    routes = {"raw": TableSettings(landing=True)}
+    DeltaSink(sink_settings(unique, routes=routes), connection).run()
+
+    landing = tmp_path / "lake" / "landing" / "raw"
+    files = sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*.parquet"))
+    assert files and all(f"/t.{unique}.raw+" in f for f in files)
+    assert {f.split("/")[0] for f in files} == {"event_date=2026-11-20", "event_date=2026-11-21"}
+    landed = ds.dataset(landing, format="parquet", partitioning="hive").to_table()
+    assert sorted(landed.column("_source_rowid").to_pylist()) == list(range(1, 301))
+    assert landed.schema.field("timestamp").type == pa.timestamp("us", "UTC")
+
+    # A replay from the beginning (a new consumer group) adds nothing anywhere.
+    replay = sink_settings(unique, routes=routes).model_copy(
+        update={"consumer_group": f"replay-{unique}"}
+    )
+    DeltaSink(replay, connection).run()
+    assert sorted(p.relative_to(landing).as_posix() for p in landing.rglob("*.parquet")) == files
+    again = ds.dataset(landing, format="parquet", partitioning="hive").count_rows()
+    assert again == 300
+    assert table_rows(f"{lake_uri}/raw", None).num_rows == 300
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_point", ["sink.between_tables", "sink.before_offsets"])
 def test_kill_9_between_commits_lands_everything_once(
