@@ -17,9 +17,9 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from sensorstream.errors import PipelineError
+from sensorstream.topics import read_to_end
 
 CHECKPOINT_FORMAT = 1
 
@@ -77,52 +77,11 @@ class CheckpointStore:
         the last stable offset until it times out.
         """
         key = checkpoint_key(node_id, table)
-        consumer = Consumer(
-            {
-                **self.kafka_config,
-                "group.id": "sensorstream-checkpoint-reader",  # never commits: assign() only
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
-            if metadata is None or metadata.error is not None:
-                raise PipelineError(f"checkpoint topic {self.topic} is not available")
-            partitions = [
-                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions
-            ]
-            ends = {}
-            for tp in partitions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-                if high > low:
-                    ends[tp.partition] = high
-            if not ends:
-                return None
-            consumer.assign([tp for tp in partitions if tp.partition in ends])
-            latest: bytes | None = None
-            found = False
-            deadline = time.monotonic() + timeout
-            done: set[int] = set()
-            while len(done) < len(ends):
-                if time.monotonic() > deadline:
-                    raise PipelineError(f"reading checkpoint topic {self.topic} timed out")
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
-                        continue
-                    raise PipelineError(f"reading checkpoint topic {self.topic}: {msg.error()}")
-                if msg.key() == key:
-                    latest, found = msg.value(), True
-            if not found or latest is None:  # never written, or reset by a tombstone
-                return None
-            return Checkpoint.from_bytes(latest)
-        finally:
-            consumer.close()
+        latest: bytes | None = None
+        for message in read_to_end(self.kafka_config, self.topic, timeout=timeout):
+            if message.key() == key:
+                latest = message.value()  # a tombstone (None) resets the checkpoint
+        return None if latest is None else Checkpoint.from_bytes(latest)
 
     def stage(self, producer: Producer, checkpoint: Checkpoint) -> None:
         """Produce `checkpoint` into the producer's open transaction."""

@@ -7,9 +7,17 @@ give them one partition and the broker's retention.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sensorstream.errors import PipelineError
@@ -54,3 +62,56 @@ def ensure_topics(
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another instance created it first
             raise PipelineError(f"creating topic {name}: {exc.args[0].str()}") from exc
+
+
+def read_to_end(
+    kafka_config: dict[str, str],
+    topic: str,
+    *,
+    isolation: str = "read_committed",
+    timeout: float = 60.0,
+) -> list[Message]:
+    """Every message of `topic`, all partitions, from the beginning to the end at call time.
+
+    For small topics read whole at start (checkpoints, routing versions). The end is where
+    each partition reports EOF: with read_committed that is the last stable offset, so an
+    open transaction would hold it back; callers that may race one must have it aborted first.
+    """
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": "sensorstream-topic-reader",  # assign() only: never commits
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise PipelineError(f"topic {topic} is not available")
+        pending = set()
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout, cached=False
+            )
+            if high > low:
+                pending.add(partition)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise PipelineError(f"reading topic {topic} timed out")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                    continue
+                raise PipelineError(f"reading topic {topic}: {message.error()}")
+            messages.append(message)
+        return messages
+    finally:
+        consumer.close()

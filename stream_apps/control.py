@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from sensorstream.errors import PipelineError
-from sensorstream.topics import COMPACTED, TopicSpec, ensure_topics
+from sensorstream.topics import COMPACTED, TopicSpec, ensure_topics, read_to_end
 from stream_apps.routing.config import content_hash
 
 
@@ -59,32 +58,12 @@ class RoutingControl:
 
     def history(self, timeout: float = 30.0) -> list[RoutingVersion]:
         """Every version on the topic, oldest first."""
-        consumer = self._consumer()
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout, cached=False
-            )
-            if high <= low:
-                return []
-            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-            versions: dict[int, RoutingVersion] = {}
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise PipelineError(f"reading {self.topic}: {msg.error()}")
-                if msg.value() is not None:
-                    version = RoutingVersion.from_bytes(msg.value())
-                    versions[version.version] = version
-            else:
-                raise PipelineError(f"reading {self.topic} timed out")
-            return [versions[v] for v in sorted(versions)]
-        finally:
-            consumer.close()
+        versions: dict[int, RoutingVersion] = {}
+        for message in read_to_end(self.kafka_config, self.topic, timeout=timeout):
+            if message.value() is not None:
+                version = RoutingVersion.from_bytes(message.value())
+                versions[version.version] = version
+        return [versions[v] for v in sorted(versions)]
 
     def latest(self) -> RoutingVersion | None:
         history = self.history()

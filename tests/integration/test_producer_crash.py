@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from tests.integration.test_producer import (
     topic_records,
 )
 from tests.kafka_helpers import read_topic
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,12 +118,6 @@ def test_random_kill_9_while_the_sensor_writes(kafka, schema_registry, produce_e
     assert len(rows) > 5000
     records = topic_records(kafka, schema_registry, produce_env["SENSORSTREAM_PRODUCER_TOPIC"])
     assert_exactly_once(records, rows)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,20 +15,7 @@ from infra.local_stack.process import ManagedProcess
 from infra.local_stack.server import LocalServer
 from infra.local_stack.settings import StackSettings
 from infra.local_stack.stack import LocalStack
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.processes import alive, free_port
 
 
 @pytest.fixture
