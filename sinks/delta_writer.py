@@ -16,7 +16,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from sensorstream.backoff import Backoff
 from sensorstream.errors import PipelineError
@@ -38,6 +38,11 @@ _TRANSIENT_MARKERS = (
     "slow down",
     "internal error",
 )
+
+# A commit that lost to another (the other sink creating the table first, or this writer's
+# own commit whose response was lost: the retried conditional put then finds it in place) is
+# re-read, re-filtered and tried again; only conflicts that keep coming fail the batch.
+CONFLICT_ATTEMPTS = 20
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -146,6 +151,16 @@ class DeltaTableWriter:
         ]
 
         def attempt() -> int:
+            for conflicts in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    return commit()
+                except CommitFailedError as exc:
+                    if conflicts == CONFLICT_ATTEMPTS:
+                        raise
+                    log.info("commit to %s lost a race (%s); re-reading", self.target.uri, exc)
+            raise AssertionError("unreachable")
+
+        def commit() -> int:
             table = self._refresh()
             fresh = self._unwritten(data, table)
             if fresh.num_rows == 0:
