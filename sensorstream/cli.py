@@ -59,7 +59,7 @@ def _print_status(statuses) -> None:
 def _demo_command(args: argparse.Namespace) -> int:
     from infra.local_stack.demo import run_demo
 
-    return run_demo(duration_s=args.duration)
+    return run_demo(duration_s=args.duration, rate=args.rate, hard_exit=True)
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
@@ -272,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(handler=_stack_command)
 
     demo = sub.add_parser("demo", help="run the pipeline on the local stack and summarise")
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    demo.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of simulated data (default 60)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=150.0, help="rows/s per edge node (default 150)"
+    )
     demo.set_defaults(handler=_demo_command)
 
     simulate = sub.add_parser("simulate", help="append simulated sensor readings to SQLite")
