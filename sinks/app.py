@@ -271,7 +271,8 @@ class DeltaSink:
         if target.route == DLQ_ROUTE:
             table, dead = dead_letter_table(messages, [], target.settings.hourly, now), []
         else:
-            table, dead = readings_table(target, messages, self.decoder, now)
+            writer = self.writer(target)
+            table, dead = readings_table(target, messages, self.decoder, now, writer.misfits)
         if dead:
             dlq_target = self.target(self.settings.dead_letter_topic)
             letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)

@@ -20,6 +20,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from sensorstream.backoff import Backoff
 from sensorstream.errors import PipelineError
+from sinks.compatibility import conflicts
 from sinks.tables import TableTarget, app_id
 
 log = logging.getLogger("sensorstream.sink")
@@ -107,6 +108,19 @@ class DeltaTableWriter:
     def _load(self) -> DeltaTable | None:
         return self._retrying("reading", self._refresh)
 
+    def misfits(self, schema: pa.Schema) -> list[str]:
+        """Columns of `schema` whose type the table's column cannot take (empty: it fits).
+
+        Checked before writing, per schema id, so that records of an incompatible schema
+        change go to the dead-letter table instead of failing a commit that also carries
+        good records. New columns fit (the table's schema is merged); so do the widenings
+        Avro allows (int to long, float to double).
+        """
+        table = self._load()
+        if table is None:
+            return []
+        return conflicts(schema, pa.schema(table.schema().to_arrow()), "the table")
+
     def txn_version(self, topic: str, partition: int) -> int | None:
         """The last offset of `topic`/`partition` this table holds, or None."""
         table = self._load()
@@ -151,11 +165,11 @@ class DeltaTableWriter:
         ]
 
         def attempt() -> int:
-            for conflicts in range(1, CONFLICT_ATTEMPTS + 1):
+            for conflict_attempt in range(1, CONFLICT_ATTEMPTS + 1):
                 try:
                     return commit()
                 except CommitFailedError as exc:
-                    if conflicts == CONFLICT_ATTEMPTS:
+                    if conflict_attempt == CONFLICT_ATTEMPTS:
                         raise
                     log.info("commit to %s lost a race (%s); re-reading", self.target.uri, exc)
             raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from schemas.avro_arrow import concat_evolving, decode_bodies_checked
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import HEADER_ERROR, HEADER_FAILED_AT, HEADER_STAGE
 from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
+from sinks.compatibility import conflicts
 from sinks.tables import TableTarget
 
 EVENT_TIME = "timestamp"
@@ -81,9 +83,17 @@ def _event_time_column(table: pa.Table) -> str | None:
 
 
 def readings_table(
-    target: TableTarget, messages: list[SinkMessage], decoder: AvroDecoder, now: datetime
+    target: TableTarget,
+    messages: list[SinkMessage],
+    decoder: AvroDecoder,
+    now: datetime,
+    misfits: Callable[[pa.Schema], list[str]] = lambda _: [],
 ) -> tuple[pa.Table | None, list[DeadRow]]:
-    """The rows of `messages` as one Arrow table for `target`, and the messages that failed."""
+    """The rows of `messages` as one Arrow table for `target`, and the messages that failed.
+
+    `misfits` names the columns of a schema the destination table cannot take; a schema id
+    with any (or one conflicting with another schema id of the batch) goes to the dead rows.
+    """
     dead: list[DeadRow] = []
     groups: dict[int, list[SinkMessage]] = defaultdict(list)
     for message in messages:
@@ -128,6 +138,15 @@ def readings_table(
             table = table.filter(keep)
             group = [m for m, gone in zip(group, missing, strict=True) if not gone]
             times = table.column(event_time)
+        problems = misfits(table.schema)
+        for accepted in tables:
+            problems += conflicts(table.schema, accepted.schema, "another schema of the batch")
+        if problems:
+            reason = f"schema id {schema_id} does not fit table {target.uri}: " + "; ".join(
+                problems
+            )
+            dead.extend(DeadRow(m, reason) for m in group)
+            continue
         table = _metadata(table, group, schema_id, target.route, now)
         tables.append(_with_partitions(table, times, target.settings.hourly))
     if not tables:

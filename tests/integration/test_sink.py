@@ -43,8 +43,8 @@ def reading(i: int, node: str = "edge-a", region: str = "eu-west-1", **extra) ->
         _region=region,
         _source_table="sensor_readings",
         _source_rowid=i,
-        **extra,
     )
+    record.update(extra)
     return record
 
 
@@ -265,6 +265,39 @@ def test_landing_mode_lands_each_record_once_and_replays_idempotently(
     again = ds.dataset(landing, format="parquet", partitioning="hive").count_rows()
     assert again == 300
     assert table_rows(f"{lake_uri}/raw", None).num_rows == 300
+
+
+def test_an_incompatible_change_goes_to_the_dead_letter_table(
+    kafka, schema_registry, s3, tmp_path, unique
+):
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw", "dlq")
+    topics.send("raw", [reading(i) for i in range(1, 21)])
+    topics.flush()
+    lake_uri = str(tmp_path / "lake")
+    connection = connection_for(kafka, schema_registry, s3, lake_uri)
+    DeltaSink(sink_settings(unique), connection).run()
+
+    # A writer that bypassed the registry's compatibility check: temperature became text.
+    changed = curated_schema()
+    for field in changed["fields"]:
+        if field["name"] == "temperature":
+            field["type"] = ["null", "string"]
+    schema_id = topics.registry.register_value_schema(f"other.{unique}", changed)
+    encoder = AvroEncoder(changed, schema_id)
+    for i in range(21, 31):
+        topics.raw("raw", encoder.encode(reading(i, temperature="hot")), b"k")
+    topics.send("raw", [reading(i) for i in range(31, 41)])
+    topics.flush()
+    result = DeltaSink(sink_settings(unique), connection).run()
+
+    assert result.dead_letters == 10
+    raw = table_rows(f"{lake_uri}/raw", None)
+    assert sorted(raw.column("_source_rowid").to_pylist()) == [*range(1, 21), *range(31, 41)]
+    dlq = table_rows(f"{lake_uri}/dlq", None).to_pylist()
+    assert len(dlq) == 10
+    assert all(f"schema id {schema_id} does not fit table" in r["error"] for r in dlq)
+    assert all("temperature is string" in r["error"] for r in dlq)
 
 
 @pytest.mark.slow
