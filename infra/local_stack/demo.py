@@ -347,10 +347,32 @@ class KafkaProbe:
                 self._missing.add(name)
                 continue
             for partition in topics[name].partitions:
-                tp = TopicPartition(name, partition)
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=15, cached=False)
+                high = self._end_offset(TopicPartition(name, partition))
                 assignment.append(TopicPartition(name, partition, high))
         self._consumer.assign(assignment)
+
+    def _end_offset(self, tp: Any, patience_s: float = 30.0) -> int:
+        """A partition's end offset, waiting out a topic created a moment ago: on a broker
+        that has just started, its partitions may not have a leader yet (retriable)."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        settling = {  # not always flagged retriable by the client, but they pass in seconds
+            KafkaError.NOT_LEADER_FOR_PARTITION,
+            KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._TIMED_OUT,
+            KafkaError._TRANSPORT,
+        }
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=15, cached=False)[1]
+            except KafkaException as exc:
+                error = exc.args[0]
+                transient = error.retriable() or error.code() in settling
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _discover(self) -> None:
         """Follow topics created during the run (a region's topic on its first record)."""

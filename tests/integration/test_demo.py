@@ -40,6 +40,10 @@ def demo_processes() -> list[str]:
     return found
 
 
+# The servers come from the session's pool first: when the pool starts the local stack it
+# also stops it at the end of the run. Were the demo (which leaves the stack up on purpose)
+# to start it, the pool would find it running and leave it running after the tests.
+@pytest.mark.usefixtures("kafka", "schema_registry", "s3")
 def test_demo_runs_three_regions_through_the_pipeline_exactly_once():
     result = subprocess.run(
         [sys.executable, "-m", "sensorstream", "demo", "--duration", "15"],
