@@ -87,9 +87,14 @@ def read_to_end(
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise PipelineError(f"topic {topic} is not available")
+        deadline = time.monotonic() + timeout
+        while True:  # a topic created a moment ago may not have its metadata (leader) yet
+            metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if metadata is not None and metadata.error is None:
+                break
+            if time.monotonic() > deadline:
+                raise PipelineError(f"topic {topic} is not available")
+            time.sleep(0.2)
         pending = set()
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(

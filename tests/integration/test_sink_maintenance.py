@@ -113,7 +113,7 @@ def test_compact_while_a_sink_appends(table):
     )
     assert during > 0  # the two really overlapped
     assert result.files_removed >= seeded
-    assert result.version == optimize["version"]
+    assert result.version >= optimize["version"]  # the table's version after compacting
     assert seqs(uri, options) == list(range((seeded + appended) * ROWS))  # none lost, none twice
     assert len(dt.file_uris()) < seeded + appended
     assert dt.transaction_version("sink-test") == seeded + appended - 1
