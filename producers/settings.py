@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from sensorstream.metrics import PRODUCER_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
 from sensorstream.topics import DEAD_LETTERS, PRODUCER_CHECKPOINTS, READINGS
 
@@ -55,6 +56,8 @@ class ProducerSettings(LayeredSettings):
     )
     retry_backoff_max_s: float = Field(30.0, gt=0)
     status_interval_s: float = Field(30.0, gt=0)
+    metrics_host: str = metrics_host_field()
+    metrics_port: int = metrics_port_field(PRODUCER_METRICS_PORT)
     once: bool = False
 
     @field_validator("node_id", "region")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+from producers.metrics import ProducerMetrics
+
 log = logging.getLogger("sensorstream.producer")
 
 
@@ -17,8 +19,11 @@ def _duration(seconds: float) -> str:
 
 
 class TailerStatus:
-    def __init__(self, interval_s: float) -> None:
+    """Also keeps the offline and backlog gauges: the same transitions, told to Prometheus."""
+
+    def __init__(self, interval_s: float, metrics: ProducerMetrics | None = None) -> None:
         self.interval_s = interval_s
+        self.metrics = metrics or ProducerMetrics()
         self.offline_since: float | None = None
         self.offline_reason = ""
         self.retries = 0
@@ -28,6 +33,7 @@ class TailerStatus:
         self.last_rowid = 0
 
     def offline(self, reason: str) -> None:
+        self.metrics.offline(True)
         if self.offline_since is None:
             self.offline_since = time.monotonic()
             log.warning(
@@ -39,6 +45,7 @@ class TailerStatus:
         self.retries += 1
 
     def online(self) -> None:
+        self.metrics.offline(False)
         if self.offline_since is not None:
             log.info(
                 "reconnected after %s offline (%d retries); catching up",
@@ -54,6 +61,7 @@ class TailerStatus:
         self.last_rowid = last_rowid
 
     def maybe_log(self, backlog: int) -> None:
+        self.metrics.backlog(backlog)
         now = time.monotonic()
         elapsed = now - self._last_log
         if elapsed < self.interval_s:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -26,6 +27,7 @@ import httpx
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from producers.checkpoint import Checkpoint, CheckpointStore, row_fingerprint
+from producers.metrics import ProducerMetrics
 from producers.settings import ProducerSettings
 from producers.source import SQLiteSource
 from producers.status import TailerStatus
@@ -38,6 +40,7 @@ from sensorstream.backoff import Backoff
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
+from sensorstream.metrics import DeadLetterReason
 from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import COMPACTED, TopicSpec, ensure_topics
 
@@ -79,10 +82,12 @@ class EdgeTailer:
         settings: ProducerSettings,
         connection: ConnectionSettings,
         stop: threading.Event | None = None,
+        metrics: ProducerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.connection = connection
         self.stop = stop or threading.Event()
+        self.metrics = metrics or ProducerMetrics()
         self.region = settings.effective_region
         self.source = SQLiteSource(
             settings.sqlite,
@@ -95,7 +100,7 @@ class EdgeTailer:
         self.kafka_config = {**connection.kafka_client_config(), "logger": kafka_logger()}
         self.store = CheckpointStore(self.kafka_config, settings.checkpoint_topic)
         self.registry = SchemaRegistry(connection.schema_registry_config())
-        self.status = TailerStatus(settings.status_interval_s)
+        self.status = TailerStatus(settings.status_interval_s, self.metrics)
         self.producer: Producer | None = None
         self.checkpoint: Checkpoint | None = None
         self.converter: RowConverter | None = None
@@ -119,6 +124,7 @@ class EdgeTailer:
             self.settings.node_id,
             self.region,
         )
+        self.metrics.tailing(self.settings.node_id, self.region, self.source.table)
         try:
             self._until_done(self._connect)
             self._until_done(self._prepare_schema)
@@ -279,6 +285,7 @@ class EdgeTailer:
         while not self.stop.is_set():
             if self.source.refresh_columns():
                 self._until_done(self._prepare_schema)
+            started = time.monotonic()
             rows = self.source.rows_after(self.checkpoint.rowid, s.chunk_rows)
             if not rows:
                 if s.once:
@@ -287,7 +294,7 @@ class EdgeTailer:
                 self.stop.wait(s.poll_interval_s)
                 continue
             try:
-                self._send(rows)
+                self._send(rows, started)
                 backoff.reset()
                 self.status.online()
             except _Retry as exc:
@@ -296,13 +303,16 @@ class EdgeTailer:
                 backoff.wait(self.stop)
             self.status.maybe_log(self._backlog())
 
-    def _send(self, rows: list[tuple]) -> None:
+    def _send(self, rows: list[tuple], started: float) -> None:
+        """One chunk as one transaction; `started` is when its rows were read from SQLite."""
         producer = self.producer
         s = self.settings
+        event_time = self.source.timestamp_column
         try:
             producer.begin_transaction()
             failpoint("producer.in_transaction")
-            dead = 0
+            dead: Counter[DeadLetterReason] = Counter()
+            event_times_s: list[float] = []
             for row in rows:
                 rowid, values = row[0], row[1:]
                 try:
@@ -310,12 +320,13 @@ class EdgeTailer:
                     value = self.encoder.encode(record)
                 except BadRow as exc:
                     self._dead_letter(rowid, values, f"{exc.column}: {exc.reason}")
-                    dead += 1
+                    dead["bad_row"] += 1
                     continue
                 except (ValueError, TypeError, OverflowError) as exc:
                     self._dead_letter(rowid, values, f"Avro encoding failed: {exc}")
-                    dead += 1
+                    dead["encode"] += 1
                     continue
+                event_times_s.append(record[event_time] / 1_000_000)
                 key = record.get(KEY_FIELD)
                 self._produce(s.topic, key.encode() if key is not None else None, value)
             last = rows[-1]
@@ -334,16 +345,27 @@ class EdgeTailer:
             # before the commit, the window the before_commit crash point tests.
             self._flush()
             failpoint("producer.before_commit")
+            committing = time.monotonic()
             self._commit()
+            committed = time.monotonic()
             failpoint("producer.after_commit")
         except KafkaException as exc:
             self._recover(exc)
             raise _Retry(_describe(exc)) from exc
         self.checkpoint = checkpoint
+        dead_total = sum(dead.values())
         self._rows += len(rows)
-        self._dead_letters += dead
+        self._dead_letters += dead_total
         self._transactions += 1
-        self.status.committed(len(rows), dead, checkpoint.rowid)
+        self.status.committed(len(rows), dead_total, checkpoint.rowid)
+        self.metrics.chunk_committed(
+            rows=len(rows),
+            dead_letters=dead,
+            event_times_s=event_times_s,
+            batch_s=committing - started,
+            commit_s=committed - committing,
+            last_rowid=checkpoint.rowid,
+        )
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
         while True:

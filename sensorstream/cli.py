@@ -93,12 +93,18 @@ def _simulate_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _metrics_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {"metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
+
+
 def _produce_command(args: argparse.Namespace) -> int:
     import threading
 
+    from producers.metrics import ProducerMetrics
     from producers.settings import ProducerSettings
     from producers.tailer import EdgeTailer
     from sensorstream.logs import configure
+    from sensorstream.metrics import MetricFamilies, serve_metrics
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.shutdown import stop_on_signals
 
@@ -114,13 +120,15 @@ def _produce_command(args: argparse.Namespace) -> int:
             "region": args.region,
             "on_recreated": args.on_recreated,
             "once": True if args.once else None,
+            **_metrics_overrides(args),
         },
     )
     connection = load_settings(ConnectionSettings, config_file=args.config)
     configure()
     stop = threading.Event()
-    with stop_on_signals(stop):
-        result = EdgeTailer(settings, connection, stop).run()
+    families = MetricFamilies()
+    with serve_metrics(families.registry, settings), stop_on_signals(stop):
+        result = EdgeTailer(settings, connection, stop, ProducerMetrics(families)).run()
     print(
         f"produced {result.rows} rows ({result.dead_letters} to the dead-letter topic) in "
         f"{result.transactions} transactions, through rowid {result.last_rowid}, "
@@ -132,6 +140,7 @@ def _produce_command(args: argparse.Namespace) -> int:
 
 def _route_command(args: argparse.Namespace) -> int:
     from sensorstream.logs import configure
+    from sensorstream.metrics import MetricFamilies, serve_metrics
     from sensorstream.settings import ConnectionSettings, load_settings
     from stream_apps.app import RouterApp
     from stream_apps.settings import RouterSettings
@@ -140,12 +149,18 @@ def _route_command(args: argparse.Namespace) -> int:
         RouterSettings,
         config_file=args.config,
         section="router",
-        overrides={"routes": args.routes, "once": True if args.once else None},
+        overrides={
+            "routes": args.routes,
+            "once": True if args.once else None,
+            **_metrics_overrides(args),
+        },
     )
     connection = load_settings(ConnectionSettings, config_file=args.config)
     configure()
+    families = MetricFamilies()
     # quixstreams handles SIGINT/SIGTERM itself: it finishes the checkpoint, then returns.
-    result = RouterApp(settings, connection).run()
+    with serve_metrics(families.registry, settings):
+        result = RouterApp(settings, connection).run()
     print(
         f"routed {result.routed} records ({result.dead_letters} dead letters) with routing "
         f"version {result.routes_version}, {result.seconds:.1f} s",
@@ -209,6 +224,7 @@ def _sink_command(args: argparse.Namespace) -> int:
     import threading
 
     from sensorstream.logs import configure
+    from sensorstream.metrics import MetricFamilies, serve_metrics
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.shutdown import stop_on_signals
     from sinks.app import DeltaSink, describe
@@ -218,12 +234,13 @@ def _sink_command(args: argparse.Namespace) -> int:
         SinkSettings,
         config_file=args.config,
         section="sink",
-        overrides={"once": True if args.once else None},
+        overrides={"once": True if args.once else None, **_metrics_overrides(args)},
     )
     connection = load_settings(ConnectionSettings, config_file=args.config)
     configure()
     stop = threading.Event()
-    with stop_on_signals(stop):
+    families = MetricFamilies()
+    with serve_metrics(families.registry, settings), stop_on_signals(stop):
         result = DeltaSink(settings, connection, stop).run()
     print(describe(result), flush=True)
     return EXIT_OK
@@ -259,7 +276,25 @@ def _vacuum_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_metrics_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help=f"Prometheus endpoint port; 0 disables it (default {default_port})",
+    )
+    parser.add_argument(
+        "--metrics-host", metavar="ADDR", help="Prometheus endpoint address (default 127.0.0.1)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sensorstream.metrics import (
+        PRODUCER_METRICS_PORT,
+        ROUTER_METRICS_PORT,
+        SINK_METRICS_PORT,
+    )
+
     parser = argparse.ArgumentParser(
         prog="sensorstream",
         description="Stream sensor readings from edge SQLite into Delta tables, exactly once.",
@@ -309,12 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a recreated database: stop with an error (default) or stream it from its start",
     )
     produce.add_argument("--once", action="store_true", help="produce what is there, then exit")
+    _add_metrics_flags(produce, PRODUCER_METRICS_PORT)
     produce.add_argument("--config", type=Path, metavar="FILE", help="YAML, section producer:")
     produce.set_defaults(handler=_produce_command)
 
     route = sub.add_parser("route", help="route readings to their topics (quixstreams)")
     route.add_argument("--routes", type=Path, metavar="FILE", help="routing file to apply first")
     route.add_argument("--once", action="store_true", help="route what is there, then exit")
+    _add_metrics_flags(route, ROUTER_METRICS_PORT)
     route.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
     route.set_defaults(handler=_route_command)
 
@@ -326,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sink = sub.add_parser("sink", help="land routed topics in Delta tables, exactly once")
     sink.add_argument("--once", action="store_true", help="land what is there, then exit")
+    _add_metrics_flags(sink, SINK_METRICS_PORT)
     sink.add_argument("--config", type=Path, metavar="FILE", help="YAML, section sink:")
     sink.set_defaults(handler=_sink_command)
 

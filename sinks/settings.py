@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
+from sensorstream.metrics import SINK_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
 
 ROUTED_TOPICS = [
@@ -52,10 +53,15 @@ class SinkSettings(LayeredSettings):
         500_000, ge=1000, description="memory bound: the fullest batch is flushed beyond it"
     )
     poll_batch: int = Field(5000, ge=1, le=100_000)
+    background_flush: bool = Field(
+        True, description="write a batch on a worker thread while consuming the next"
+    )
     checkpoint_interval: int = Field(100, ge=1, description="Delta checkpoint every N commits")
     retry_budget_s: float = Field(300.0, gt=0, description="give up on S3 after this long")
     once: bool = False
     idle_timeout_s: float = Field(3.0, gt=0)
+    metrics_host: str = metrics_host_field()
+    metrics_port: int = metrics_port_field(SINK_METRICS_PORT)
 
     def table_settings(self, route: str) -> TableSettings:
         return self.routes.get(route, self.defaults)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from sensorstream.metrics import ROUTER_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
 
 ROUTING_CONTROL = "sensors.routing.control"
@@ -48,3 +49,5 @@ class RouterSettings(LayeredSettings):
     once: bool = False
     idle_timeout_s: float = Field(3.0, gt=0, description="with --once: exit after this idle")
     applied_by: str = Field(default_factory=_operator, description="who `routes apply` records")
+    metrics_host: str = metrics_host_field()
+    metrics_port: int = metrics_port_field(ROUTER_METRICS_PORT)
