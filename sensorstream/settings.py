@@ -11,8 +11,9 @@ from __future__ import annotations
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -133,6 +134,9 @@ class ConnectionSettings(LayeredSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
     schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    # "user:password" (Confluent's basic.auth.user.info). A secret of its own rather than
+    # userinfo in the URL, which is a plain setting and would be printed.
+    schema_registry_basic_auth_user_info: SecretStr | None = None
     sensorstream_lake_uri: str = "./lake"
     aws_endpoint_url: str | None = None
     aws_region: str | None = None
@@ -159,8 +163,24 @@ class ConnectionSettings(LayeredSettings):
             config["ssl.ca.location"] = self.kafka_ssl_ca_location
         return config
 
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        if urlsplit(url).password is not None:
+            raise ValueError(
+                "the URL carries a password, which would be logged with it: put 'user:password' "
+                "in SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO instead"
+            )
+        return url
+
     def schema_registry_config(self) -> dict[str, str]:
-        return {"url": self.schema_registry_url}
+        config = {"url": self.schema_registry_url}
+        if self.schema_registry_basic_auth_user_info:
+            config["basic.auth.credentials.source"] = "USER_INFO"
+            config["basic.auth.user.info"] = (
+                self.schema_registry_basic_auth_user_info.get_secret_value()
+            )
+        return config
 
     def storage_options(self) -> dict[str, str]:
         """object_store options for deltalake; empty for a local lake path.

@@ -120,3 +120,21 @@ def test_storage_options_allow_http_only_for_http_endpoints():
     assert plain.storage_options()["AWS_ALLOW_HTTP"] == "true"
     assert "AWS_ALLOW_HTTP" not in tls.storage_options()
     assert ConnectionSettings(aws_endpoint_url=None).storage_options() == {}
+
+
+def test_registry_credentials_are_a_secret_passed_as_basic_auth(monkeypatch):
+    monkeypatch.setenv("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "svc:registry-secret")
+    settings = load_settings(ConnectionSettings)
+    assert "registry-secret" not in repr(settings)
+    assert settings.schema_registry_config() == {
+        "url": "http://127.0.0.1:8081/apis/ccompat/v7",
+        "basic.auth.credentials.source": "USER_INFO",
+        "basic.auth.user.info": "svc:registry-secret",
+    }
+
+
+def test_a_password_in_the_registry_url_is_refused_without_echoing_it(monkeypatch):
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "https://svc:url-secret@registry.example.com")
+    with pytest.raises(ConfigError, match="SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") as error:
+        load_settings(ConnectionSettings)
+    assert "url-secret" not in str(error.value)
