@@ -69,7 +69,7 @@ class CheckpointStore:
         self.kafka_config = kafka_config
         self.topic = topic
 
-    def read(self, node_id: str, table: str, timeout: float = 60.0) -> Checkpoint | None:
+    def read(self, node_id: str, table: str, timeout: float = 120.0) -> Checkpoint | None:
         """The last committed checkpoint for (node, table), or None when there is none.
 
         Call only after the producer's `init_transactions()`: that aborts any transaction a

@@ -7,6 +7,7 @@ give them one partition and the broker's retention.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sensorstream.errors import PipelineError
+
+_log = logging.getLogger(__name__)
 
 READINGS = "sensors.readings"
 DEAD_LETTERS = "sensors.dlq"
@@ -69,42 +72,35 @@ def read_to_end(
     topic: str,
     *,
     isolation: str = "read_committed",
-    timeout: float = 60.0,
+    timeout: float = 120.0,
+    await_open_transactions: bool = True,
 ) -> list[Message]:
     """Every message of `topic`, all partitions, from the beginning to the end at call time.
 
-    For small topics read whole at start (checkpoints, routing versions). The end is where
-    each partition reports EOF: with read_committed that is the last stable offset, so an
-    open transaction would hold it back; callers that may race one must have it aborted first.
+    For small topics read whole at start (checkpoints, routing versions). With read_committed,
+    a partition's readable end is its last stable offset, which stops at the first transaction
+    still open, anyone's: on a topic several producers write transactionally (the checkpoint
+    topic, shared by every node) another node's open or abandoned transaction would hide
+    records committed after it, and a producer would resume from a stale checkpoint and send
+    rows twice. So the end is the high watermark at call time, and the read waits until every
+    transaction open at that moment has been committed or aborted (an abandoned one is aborted
+    by the broker after its transaction timeout: hence the default `timeout`).
+    `await_open_transactions=False` reads only what is committed now, up to the first open
+    transaction (for a look at a topic whose writer may have died mid-transaction).
     """
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": "sensorstream-topic-reader",  # assign() only: never commits
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = Consumer(_reader_config(kafka_config, isolation))
     try:
         deadline = time.monotonic() + timeout
-        while True:  # a topic created a moment ago may not have its metadata (leader) yet
-            metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if metadata is not None and metadata.error is None:
-                break
-            if time.monotonic() > deadline:
-                raise PipelineError(f"topic {topic} is not available")
-            time.sleep(0.2)
-        pending = set()
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout, cached=False
-            )
-            if high > low:
-                pending.add(partition)
+        partitions = _partitions(consumer, topic, deadline)
+        if await_open_transactions:
+            ends = _high_watermarks(kafka_config, topic, partitions, deadline)
+        else:
+            ends = _watermarks(consumer, topic, partitions, deadline)
+        pending = {p for p, (low, high) in ends.items() if high > low}
+        if isolation == "read_committed" and await_open_transactions:
+            _await_stable(consumer, topic, {p: ends[p][1] for p in pending}, deadline)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
         messages: list[Message] = []
-        deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
                 raise PipelineError(f"reading topic {topic} timed out")
@@ -120,3 +116,78 @@ def read_to_end(
         return messages
     finally:
         consumer.close()
+
+
+def _reader_config(kafka_config: dict[str, str], isolation: str) -> dict[str, object]:
+    return {
+        **kafka_config,
+        "group.id": "sensorstream-topic-reader",  # assign() only: never commits
+        "enable.auto.commit": False,
+        "isolation.level": isolation,
+        "enable.partition.eof": True,
+    }
+
+
+def _partitions(consumer: Consumer, topic: str, deadline: float) -> list[int]:
+    while True:  # a topic created a moment ago may not have its metadata (leader) yet
+        remaining = max(deadline - time.monotonic(), 1.0)
+        metadata = consumer.list_topics(topic, timeout=remaining).topics.get(topic)
+        if metadata is not None and metadata.error is None:
+            return sorted(metadata.partitions)
+        if time.monotonic() > deadline:
+            raise PipelineError(f"topic {topic} is not available")
+        time.sleep(0.2)
+
+
+def _high_watermarks(
+    kafka_config: dict[str, str], topic: str, partitions: list[int], deadline: float
+) -> dict[int, tuple[int, int]]:
+    """(low, high) per partition, high counting records of transactions still open."""
+    probe = Consumer(_reader_config(kafka_config, "read_uncommitted"))
+    try:
+        return _watermarks(probe, topic, partitions, deadline)
+    finally:
+        probe.close()
+
+
+def _watermarks(
+    consumer: Consumer, topic: str, partitions: list[int], deadline: float
+) -> dict[int, tuple[int, int]]:
+    """(low, high) per partition as `consumer`'s isolation level sees them."""
+    remaining = max(deadline - time.monotonic(), 1.0)
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=remaining, cached=False)
+        for p in partitions
+    }
+
+
+def _await_stable(
+    consumer: Consumer, topic: str, high_watermarks: dict[int, int], deadline: float
+) -> None:
+    """Wait until each partition's last stable offset reaches its high watermark at call time."""
+    waiting = dict(high_watermarks)
+    told = False
+    while waiting:
+        for partition, high in list(waiting.items()):
+            remaining = max(deadline - time.monotonic(), 1.0)
+            _, stable = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=remaining, cached=False
+            )
+            if stable >= high:
+                del waiting[partition]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"reading topic {topic}: transactions open on partitions {sorted(waiting)} "
+                "did not finish in time (a producer that died mid-transaction is aborted by "
+                "the broker after its transaction timeout)"
+            )
+        if not told:
+            _log.info(
+                "topic %s: waiting for the transactions open on partitions %s to finish",
+                topic,
+                sorted(waiting),
+            )
+            told = True
+        time.sleep(0.2)

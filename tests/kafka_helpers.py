@@ -7,10 +7,26 @@ from schemas.registry import SchemaRegistry
 from sensorstream.topics import read_to_end
 
 
-def read_topic(bootstrap: str, topic: str, isolation: str = "read_committed", timeout: float = 60):
-    """Every message of `topic` from the beginning to its end at call time."""
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    isolation: str = "read_committed",
+    timeout: float = 60,
+    await_open_transactions: bool = False,
+):
+    """Every message of `topic` from the beginning to its end at call time.
+
+    By default up to the first transaction still open, without waiting for it: tests look at
+    topics whose writer they may just have killed mid-transaction.
+    """
     config = {"bootstrap.servers": bootstrap}
-    return read_to_end(config, topic, isolation=isolation, timeout=timeout)
+    return read_to_end(
+        config,
+        topic,
+        isolation=isolation,
+        timeout=timeout,
+        await_open_transactions=await_open_transactions,
+    )
 
 
 class AvroDecoder(avro_codec.AvroDecoder):
