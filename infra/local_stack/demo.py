@@ -239,11 +239,17 @@ class Demo:
             pipeline.sink(SINK_INSTANCE, SINK_FLUSH_S, name="sink"),
             *(pipeline.producer(node, name=f"produce-{node.region}") for node in nodes),
         ]
+        specs = [
+            pipeline.with_metrics_port(spec, port)
+            for spec, port in zip(specs, pipeline.free_metrics_ports(len(specs)), strict=True)
+        ]
         children = [sup.start(spec) for spec in specs]
         self.say(
             f"started the router, the sink and {len(nodes)} producers "
             f"(logs: {shown(sup.log_dir)}/demo-*.log)"
         )
+        endpoints = ", ".join(f"{spec.name} :{pipeline.metrics_port(spec)}" for spec in specs)
+        self.say(f"Prometheus metrics at http://127.0.0.1:<port>/metrics: {endpoints}")
         try:
             waiting = sup.wait_ready(children, READY_TIMEOUT_S, lambda: self.stops.requested)
         except NotReady as exc:

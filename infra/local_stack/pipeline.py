@@ -9,14 +9,17 @@ a restart after kill -9) can be waited for.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local_stack.sqlite_probe import max_rowid
 from infra.local_stack.supervisor import ProcessSpec
+from sensorstream.metrics import PRODUCER_METRICS_PORT
 
 READINGS = "sensors.readings"
 DEAD_LETTERS = "sensors.dlq"
@@ -73,7 +76,46 @@ def child_env(connection_env: Mapping[str, str]) -> dict[str, str]:
         if not k.startswith(_COMPONENT_ENV_PREFIXES)
         and not (k.startswith("AWS_") and k not in connection_env)
     }
-    return {**env, **connection_env, "PYTHONUNBUFFERED": "1"}
+    return {**env, **connection_env, **_NO_METRICS, "PYTHONUNBUFFERED": "1"}
+
+
+# Several producers, routers and sinks on one host cannot all serve metrics on their default
+# ports: children serve none unless their spec gives each a port of its own (`metrics_env`).
+_METRICS_PORT_ENV = {
+    "produce": "SENSORSTREAM_PRODUCER_METRICS_PORT",
+    "route": "SENSORSTREAM_ROUTER_METRICS_PORT",
+    "sink": "SENSORSTREAM_SINK_METRICS_PORT",
+}
+_NO_METRICS = dict.fromkeys(_METRICS_PORT_ENV.values(), "0")
+
+
+def with_metrics_port(spec: ProcessSpec, port: int) -> ProcessSpec:
+    """`spec` serving its Prometheus metrics on `port` (127.0.0.1)."""
+    variable = _METRICS_PORT_ENV[spec.role]
+    return dataclasses.replace(spec, env={**spec.env, variable: str(port)})
+
+
+def free_metrics_ports(count: int, first: int = PRODUCER_METRICS_PORT) -> list[int]:
+    """`count` ports from `first` up that nothing listens on now: stable across runs (a
+    Prometheus config can name them), yet a port taken by something else is skipped."""
+    ports: list[int] = []
+    candidate = first
+    while len(ports) < count:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                pass
+            else:
+                ports.append(candidate)
+        candidate += 1
+    return ports
+
+
+def metrics_port(spec: ProcessSpec) -> int | None:
+    """The port `spec` serves its metrics on, None when it serves none."""
+    port = int(spec.env.get(_METRICS_PORT_ENV.get(spec.role, ""), "0"))
+    return port or None
 
 
 def simulator(

@@ -8,6 +8,7 @@ so its exit code and its os._exit at the end are what is tested. About a minute.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,9 @@ def test_demo_runs_three_regions_through_the_pipeline_exactly_once():
     assert "latency           p50" in summary
     assert "uv run python -c" in summary  # the example query
     assert demo_processes() == []  # nothing it started outlives it
+
+    # Each long-running process served its metrics on a port of its own, and said where.
+    endpoints = re.search(r"Prometheus metrics at \S+: (.*)", out).group(1).split(", ")
+    served = dict(endpoint.split(" :") for endpoint in endpoints)
+    assert set(served) == {"router", "sink", *(f"produce-{region}" for region in REGIONS)}
+    assert len(set(served.values())) == len(served)
