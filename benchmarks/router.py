@@ -16,10 +16,13 @@ the same run, on the same input:
   the same consumer settings (the ones quixstreams sets: range assignment, no auto commit,
   `fetch.queue.backoff.ms` 100, read_committed), one `poll()` per message, the product's own
   `MessageRouter.route` (Avro decode once with the registry-cached `AvroDecoder`, the routing
-  engine, one `OutputEncoders` encode per re-encoding output, raw/regional bytes passed
-  through, headers and dead letters exactly as the router makes them), and a produce per
-  output with the router's producer settings (murmur2, idempotence, linger 5 ms, lz4, the
-  input key; failed deliveries reported to one callback). Exactly-once: a transactional
+  engine, one `OutputEncoders` encode per re-encoding output - the same plan-based Avro
+  writer/reader, and the same forwarding of an unchanged schematized body, as the router -
+  raw/regional bytes passed through, headers and dead letters exactly as the router makes
+  them), and a produce per output with the router's producer settings (murmur2, idempotence,
+  linger 5 ms, lz4, delivery reports for failures only, the input key and timestamp). The
+  router produces the same way: one `produce()` per output on quixstreams' checkpoint
+  producer, from one callback per input (no per-output rows). Exactly-once: a transactional
   producer, flush + `send_offsets_to_transaction` + commit every `commit_interval_s`;
   at-least-once: flush + synchronous consumer commit, same interval. The
   ratio router/baseline is therefore what quixstreams adds around the same work.
@@ -352,7 +355,7 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
         if message.error():
             raise RuntimeError(f"consumer error: {message.error().str()}")
         last_message = clock()
-        key = message.key()
+        key, timestamp = message.key(), message.timestamp()[1]
         for out in route(message.value(), (message.topic(), message.partition(), message.offset())):
             topic = out.topic
             if topic not in known:  # as the router's _OutputTopics: created on first use
@@ -360,7 +363,7 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
                 known.add(topic)
             while True:
                 try:
-                    produce(topic, out.value, key, headers=out.headers)
+                    produce(topic, out.value, key, headers=out.headers, timestamp=timestamp)
                     break
                 except BufferError:
                     poll_producer(0.05)
@@ -513,8 +516,8 @@ def measure_components(run_id: str, routes: Path, sample: int) -> dict[str, Any]
     decoded = [decoder.decode(v) for v in values]
     results = [routing.route(record) for _, record in decoded]
     to_encode = [
-        (o.route, o.topic, schema_id, o.record)
-        for (schema_id, _), result in zip(decoded, results, strict=True)
+        (o, schema_id, value)
+        for value, (schema_id, _), result in zip(values, decoded, results, strict=True)
         for o in result.outputs
         if not o.passthrough
     ]

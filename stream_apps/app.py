@@ -1,11 +1,11 @@
 """`sensorstream route`: the quixstreams application that routes readings, exactly once.
 
 The input is read as raw bytes: decoding happens in `MessageRouter`, so a message quixstreams
-could not deserialize becomes a dead letter rather than an exception that stops the app. Each
-input fans out (`apply(expand=True)`) into the messages of every matching route; each outgoing
-message carries its own topic and headers, so one `to_topic` serves every route, regional
-topics included. With `processing_guarantee="exactly-once"`, the outputs and the input offsets
-commit in one Kafka transaction per checkpoint (every `commit_interval_s`).
+could not deserialize becomes a dead letter rather than an exception that stops the app. One
+callback per input routes it and produces every outgoing message (each with its own topic and
+headers, regional topics included) through the producer of quixstreams' checkpoint
+(`CheckpointOutput`): with `processing_guarantee="exactly-once"` the outputs and the input
+offsets commit in one Kafka transaction per checkpoint (every `commit_interval_s`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from quixstreams import Application, message_context
-from quixstreams.models import Topic
-from quixstreams.models.serializers import Serializer
 from quixstreams.sinks import BaseSink
 
 from schemas.avro_codec import AvroDecoder
@@ -29,9 +27,10 @@ from schemas.value_schema import PROVENANCE_NAMES, curated_schema
 from sensorstream.errors import ConfigError
 from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics
+from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.outputs import OutputEncoders
-from stream_apps.router import ActiveRouting, MessageRouter, Outgoing
+from stream_apps.router import ActiveRouting, MessageRouter
 from stream_apps.routing.config import CompiledRouting, parse_routing
 from stream_apps.settings import RouterSettings
 
@@ -40,15 +39,9 @@ log = logging.getLogger("sensorstream.router")
 DEFAULT_ROUTES = Path(__file__).with_name("routes.yaml")
 
 
-class _OutgoingSerializer(Serializer):
-    """Outgoing messages are already encoded; the serializer only hands over their bytes."""
-
-    def __call__(self, value: Outgoing, ctx: Any) -> bytes:
-        return value.value
-
-
 class _CheckpointBoundary(BaseSink):
-    """quixstreams flushes sinks when a checkpoint commits: the moment to switch versions."""
+    """quixstreams flushes every registered sink when a checkpoint commits: the moment to
+    switch routing versions. No record is ever added to it (see `_never`)."""
 
     def __init__(self, active: ActiveRouting) -> None:
         super().__init__()
@@ -61,28 +54,9 @@ class _CheckpointBoundary(BaseSink):
         self.active.activate()
 
 
-class _OutputTopics:
-    """quixstreams Topic objects for output topic names, created on the broker on first use."""
-
-    def __init__(self, app: Application, kafka_config: dict[str, str], partitions: int) -> None:
-        self.app = app
-        self.kafka_config = kafka_config
-        self.partitions = partitions
-        self._topics: dict[str, Topic] = {}
-        self._serializer = _OutgoingSerializer()
-
-    def get(self, name: str) -> Topic:
-        topic = self._topics.get(name)
-        if topic is None:
-            ensure_topics(self.kafka_config, [TopicSpec(name, self.partitions)])
-            topic = self._topics[name] = self.app.topic(
-                name,
-                key_serializer="bytes",
-                value_serializer=self._serializer,
-                key_deserializer="bytes",
-                value_deserializer="bytes",
-            )
-        return topic
+def _never(value: Any) -> bool:
+    """Keeps every record away from `_CheckpointBoundary`: only its flush matters."""
+    return False
 
 
 def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
@@ -169,20 +143,19 @@ class RouterApp:
         router = MessageRouter(
             active, decoder, OutputEncoders(self.registry, decoder), config.dead_letter_topic
         )
-        topics = _OutputTopics(app, self.kafka_config, s.output_partitions)
-        topics.get(config.dead_letter_topic)
+        output = CheckpointOutput(app, self.kafka_config, s.output_partitions)
+        output.ensure((config.dead_letter_topic,))
+        send = output.send
 
-        def fan_out(value: bytes, key: Any, timestamp: int, headers: Any) -> list[Outgoing]:
+        def route_input(value: bytes, key: Any, timestamp: int, headers: Any) -> None:
             ctx = message_context()
-            return router.route(value, (ctx.topic, ctx.partition, ctx.offset))
+            send(router.route(value, (ctx.topic, ctx.partition, ctx.offset)), key, timestamp)
 
         sdf = app.dataframe(
             app.topic(config.input, key_deserializer="bytes", value_deserializer="bytes")
         )
-        outgoing = sdf.apply(fan_out, expand=True, metadata=True)
-        outgoing = outgoing.set_headers(lambda value, key, ts, headers: value.headers)
-        outgoing.to_topic(lambda value, key, ts, headers: topics.get(value.topic))
-        outgoing.sink(_CheckpointBoundary(active))
+        sdf = sdf.update(route_input, metadata=True)
+        sdf.filter(_never).sink(_CheckpointBoundary(active))
 
         def on_version(version: RoutingVersion) -> None:
             try:
@@ -236,6 +209,10 @@ class RouterApp:
             **extra,
             "linger.ms": 5,
             "compression.type": "lz4",
+            # Successful deliveries need no Python callback (4 per input); a failed one still
+            # reaches quixstreams' callback, and the checkpoint's flush raises it before any
+            # commit. quixstreams uses successful reports only for state changelogs: none here.
+            "delivery.report.only.error": True,
             "transaction.timeout.ms": int(s.transaction_timeout_s * 1000),
         }
         if s.instance_id:

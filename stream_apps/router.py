@@ -28,6 +28,8 @@ HEADER_ROUTES_VERSION = "sensorstream.routes_version"
 
 
 class Outgoing(NamedTuple):
+    """One message to produce. `headers` may be shared with other messages: do not mutate."""
+
     topic: str
     value: bytes
     headers: list[tuple[str, bytes]]
@@ -92,28 +94,34 @@ class MessageRouter:
         self.dead_letter_topic = dead_letter_topic
         self.routed = 0
         self.dead_letters = 0
+        # Headers of a route's messages under one routing version, built once: librdkafka
+        # copies them on produce, so one list serves every message.
+        self._headers_version = -1
+        self._headers: dict[str, list[tuple[str, bytes]]] = {}
+
+    def _route_headers(self, version: int) -> dict[str, list[tuple[str, bytes]]]:
+        if version != self._headers_version:
+            self._headers_version, self._headers = version, {}
+        return self._headers
 
     def route(self, value: bytes | None, source: tuple[str, int, int]) -> list[Outgoing]:
         """The messages to produce for one input `value` read at (topic, partition, offset)."""
         failpoint("router.route")
         self.routed += 1  # every input counts, dead-lettered or not
-        active = self.active
-        version, routing = active.current()
+        version, routing = self.active.current()
         try:
             schema_id, record = self.decoder.decode(value)
         except UndecodableMessage as exc:
             return [self._dead_letter(value, source, f"decode: {exc}")]
         result = routing.route(record)
-        version_header = (HEADER_ROUTES_VERSION, str(version).encode())
+        route_headers = self._route_headers(version)
         outgoing: list[Outgoing] = []
         for output in result.outputs:
             if output.passthrough:
                 payload = value
             else:
                 try:
-                    payload = self.encoders.encode(
-                        routing, version, output.route, output.topic, schema_id, output.record
-                    )
+                    payload = self.encoders.encode(routing, version, output, schema_id, value)
                 except IncompatibleSchema as exc:
                     outgoing.append(self._dead_letter(value, source, str(exc), output.route))
                     continue
@@ -121,7 +129,12 @@ class MessageRouter:
                     reason = f"{output.route}: Avro encoding failed: {exc}"
                     outgoing.append(self._dead_letter(value, source, reason, output.route))
                     continue
-            headers = [(HEADER_ROUTE, output.route.encode()), version_header]
+            headers = route_headers.get(output.route)
+            if headers is None:
+                headers = route_headers[output.route] = [
+                    (HEADER_ROUTE, output.route.encode()),
+                    (HEADER_ROUTES_VERSION, str(version).encode()),
+                ]
             outgoing.append(Outgoing(output.topic, payload, headers))
         for failure in result.dead_letters:
             outgoing.append(self._dead_letter(value, source, failure.reason, failure.route))

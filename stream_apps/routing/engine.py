@@ -40,14 +40,17 @@ class RoutedRecord(NamedTuple):
     """One output. `passthrough`: forward the original bytes to `topic`; `record` is None.
 
     Otherwise `record` is a new dict (never the input), to encode with the route's
-    `output_schema`. NamedTuples: immutable, and several times cheaper to build than frozen
-    dataclasses, which counts at one per route per record.
+    `output_schema`. `unchanged`: its values are exactly the input's (validation normalised
+    nothing, no transform, no alert fields), so wherever the route's schema lays a body out as
+    the input's does, the input's Avro body is the encoding. NamedTuples: immutable, and
+    several times cheaper to build than frozen dataclasses, at one per route per record.
     """
 
     route: str
     topic: str
     record: dict[str, Any] | None
     passthrough: bool
+    unchanged: bool = False
 
 
 class RouteFailure(NamedTuple):
@@ -138,9 +141,11 @@ class CompiledRoute:
         except RuleFailure as exc:
             failed.append(RouteFailure(name, f"{name}: {exc}"))
             return
-        if out is record:
+        unchanged = out is record
+        if unchanged:
             out = dict(record)
         if self.alerts:
+            unchanged = False
             if matched:
                 rank = self._rank
                 out[SEVERITY_FIELD] = max((a.severity for a in matched), key=rank.__getitem__)
@@ -148,7 +153,7 @@ class CompiledRoute:
             else:
                 out[SEVERITY_FIELD] = WHERE_SEVERITY
                 out[MATCHED_RULES_FIELD] = [WHERE_RULE]
-        outputs.append(RoutedRecord(name, topic, out, False))
+        outputs.append(RoutedRecord(name, topic, out, False, unchanged))
 
     def output_schema(self, input_schema: dict[str, Any]) -> dict[str, Any] | None:
         if self.passthrough:

@@ -68,8 +68,12 @@ class Validator:
             for name, values in (allowed or {}).items()
         )
 
-    def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The normalised copy of `record`; RuleFailure naming every broken rule."""
+    def apply(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The normalised record; RuleFailure naming every broken rule.
+
+        `record` itself when normalising changed nothing (the usual case): the router then
+        knows the route's values are the input's and can forward the input's Avro body.
+        """
         out, problems = _normalise(record)
         get = out.get
         for name in self.required:
@@ -102,9 +106,9 @@ class Validator:
         return out
 
 
-def _normalise(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    # Copy, then overwrite the few values that change: cheaper than rebuilding the dict.
-    out = dict(record)
+def _normalise(record: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+    # Copy on the first value that changes: most records need no change at all.
+    out: dict[str, Any] | None = None
     problems: list[str] = []
     isfinite = math.isfinite
     for name, value in record.items():
@@ -112,14 +116,16 @@ def _normalise(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if cls is str:
             stripped = value.strip()
             if stripped is not value:
+                if out is None:
+                    out = dict(record)
                 out[name] = stripped
         elif cls is float:
             if not isfinite(value):
                 problems.append(f"finite.{name}: {value!r} is not a finite number")
         elif cls is datetime:
             tz = value.tzinfo
-            if tz is None:
-                out[name] = value.replace(tzinfo=UTC)
-            elif tz is not UTC:
-                out[name] = value.astimezone(UTC)
-    return out, problems
+            if tz is not UTC:
+                if out is None:
+                    out = dict(record)
+                out[name] = value.replace(tzinfo=UTC) if tz is None else value.astimezone(UTC)
+    return (record if out is None else out), problems

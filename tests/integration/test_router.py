@@ -62,7 +62,9 @@ READINGS = {
     ),
     "hot": dict(temperature=95.0, vibration=1.0, anomaly_flag=0, status_code=0),
     "out_of_range": dict(temperature=180.5, vibration=1.0, anomaly_flag=0, status_code=0),
-    "shaking": dict(temperature=22.0, vibration=60.0, anomaly_flag=0, status_code=0),
+    "shaking": dict(
+        temperature=22.0, vibration=60.0, anomaly_flag=0, status_code=0, location=" hall 3 "
+    ),
     "degraded": dict(temperature=22.0, vibration=1.0, anomaly_flag=0, status_code=2),
 }
 EXPECTED = {  # route -> names; regional gets every reading, under its node's region
@@ -167,6 +169,22 @@ def test_each_route_holds_exactly_its_records(kafka, schema_registry, connection
     assert raw["edge-b-hot"]["_region"] == "us-east-1"
     assert raw["edge-b-hot"]["serial_number"] == "SN-edge-b-2"  # raw is untouched
 
+    # Schematized records keep every value; a clean record's body is forwarded under the
+    # route's own schema id, a normalised one (the padded location) is re-encoded.
+    schematized = outputs(kafka, schema_registry, f"t.{unique}.schematized")
+    for name, record in schematized.items():
+        assert record == {**raw[name], "location": raw[name]["location"].strip()}, name
+    assert raw["edge-a-shaking"]["location"] == " hall 3 "
+    assert schematized["edge-a-shaking"]["location"] == "hall 3"
+    subject = f"t.{unique}.schematized-value"
+    schematized_id = (
+        SchemaRegistry(connection.schema_registry_config())
+        .client.get_latest_version(subject)
+        .schema_id
+    )
+    for message in read_topic(kafka.bootstrap_servers, f"t.{unique}.schematized"):
+        assert message.value()[1:5] == schematized_id.to_bytes(4, "big")
+
     (letters) = read_topic(kafka.bootstrap_servers, f"t.{unique}.dlq")
     assert len(letters) == 2
     for letter in letters:
@@ -211,12 +229,16 @@ def test_bad_input_goes_to_the_dead_letter_topic(
 
     letters = read_topic(kafka.bootstrap_servers, f"t.{unique}.dlq")
     by_key: dict[bytes, list] = {}
-    offsets = {m.offset(): m.key() for m in read_topic(kafka.bootstrap_servers, f"t.{unique}.in")}
+    inputs = read_topic(kafka.bootstrap_servers, f"t.{unique}.in")
+    offsets = {(m.partition(), m.offset()): m.key() for m in inputs}  # offsets: per partition
+
+    def source_key(headers: dict[str, bytes]) -> bytes:
+        return offsets[(int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))]
+
     for letter in letters:
         headers = dict(letter.headers())
         assert headers["dlq.stage"] == b"router"
-        source_key = offsets[int(headers["dlq.source.offset"])]
-        by_key.setdefault(source_key, []).append(headers)
+        by_key.setdefault(source_key(headers), []).append(headers)
     errors = {k.decode(): [h["dlq.error"].decode() for h in v] for k, v in by_key.items() if k}
     assert "not Avro in the Confluent wire format" in errors["not-avro"][0]
     assert "schema id 987654321 is not in the schema registry" in errors["unknown-id"][0]
@@ -229,7 +251,7 @@ def test_bad_input_goes_to_the_dead_letter_topic(
     raw = outputs(kafka, schema_registry, f"t.{unique}.raw")
     assert "edge-a-unsafe" in raw
     for letter in letters:  # the value is the message as it came, byte for byte
-        key = offsets[int(dict(letter.headers())["dlq.source.offset"])]
+        key = source_key(dict(letter.headers()))
         if key and key.decode() in bad:
             assert letter.value() == (bad[key.decode()] or b"")
 

@@ -467,3 +467,46 @@ def test_a_new_column_flows_through() -> None:
         assert output.record["battery"] == 3.7
         fastavro.validate(output.record, fastavro.parse_schema(out_schema), raise_errors=True)
     fastavro.validate(record, parsed, raise_errors=True)
+
+
+# ---- unchanged outputs (the router forwards the input's body for them) ----------------------
+
+
+def test_a_clean_reading_is_unchanged_on_validating_routes_only(routing: CompiledRouting) -> None:
+    outputs = routes_of(routing.route(reading()))
+    assert outputs["schematized"].unchanged  # nothing to normalise
+    assert not outputs["filtered"].unchanged  # dropped, hashed and rounded fields
+    assert not outputs["raw"].unchanged  # passthrough: forwarded anyway, never re-encoded
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"location": " hall 3 "},  # trimmed
+        {"timestamp": datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))},
+        {"timestamp": datetime(2024, 5, 1, 12, 0)},  # naive: made UTC
+    ],
+)
+def test_a_normalised_reading_is_not_unchanged(
+    routing: CompiledRouting, changes: dict[str, Any]
+) -> None:
+    record = {**reading(), **changes}
+    output = routes_of(routing.route(record))["schematized"]
+    assert not output.unchanged
+    assert output.record["location"].strip() == output.record["location"]
+    assert output.record["timestamp"].tzinfo is UTC
+
+
+def test_alert_routes_are_never_unchanged() -> None:
+    routing = custom(
+        """\
+        version: 1
+        routes:
+          - name: alerts
+            topic: t.alerts
+            validate: {required: [sensor_id]}
+            alerts: [{name: hot, when: "temperature > 0", severity: info}]
+        """
+    )
+    (output,) = routing.route(reading()).outputs
+    assert not output.unchanged and output.record["severity"] == "info"
