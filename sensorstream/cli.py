@@ -143,6 +143,7 @@ def _route_command(args: argparse.Namespace) -> int:
     from sensorstream.metrics import MetricFamilies, serve_metrics
     from sensorstream.settings import ConnectionSettings, load_settings
     from stream_apps.app import RouterApp
+    from stream_apps.metrics import RouterMetrics
     from stream_apps.settings import RouterSettings
 
     settings = load_settings(
@@ -160,7 +161,7 @@ def _route_command(args: argparse.Namespace) -> int:
     families = MetricFamilies()
     # quixstreams handles SIGINT/SIGTERM itself: it finishes the checkpoint, then returns.
     with serve_metrics(families.registry, settings):
-        result = RouterApp(settings, connection).run()
+        result = RouterApp(settings, connection, RouterMetrics(families)).run()
     print(
         f"routed {result.routed} records ({result.dead_letters} dead letters) with routing "
         f"version {result.routes_version}, {result.seconds:.1f} s",

@@ -29,9 +29,10 @@ from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
+from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.outputs import OutputEncoders
 from stream_apps.router import ActiveRouting, MessageRouter
-from stream_apps.routing.config import CompiledRouting, parse_routing
+from stream_apps.routing.config import CompiledRouting, content_hash, parse_routing
 from stream_apps.settings import RouterSettings
 
 log = logging.getLogger("sensorstream.router")
@@ -82,8 +83,14 @@ class RouterResult:
 
 
 class RouterApp:
-    def __init__(self, settings: RouterSettings, connection: ConnectionSettings) -> None:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        connection: ConnectionSettings,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or RouterMetrics()
         self.connection = connection
         self.kafka_config = connection.kafka_client_config()
         self.registry = SchemaRegistry(connection.schema_registry_config())
@@ -93,8 +100,16 @@ class RouterApp:
         self._stop_requested = threading.Event()
 
     def initial_version(self, fields: set[str]) -> RoutingVersion:
-        """The version to start with: --routes FILE published if new, else the latest."""
+        """The version to start with: --routes FILE published if it was never published,
+        else the latest.
+
+        A file that was published before and has been superseded since (by `routes apply`)
+        is not published again: a router restarted with the flag it was first deployed with
+        would otherwise revert every later change, for all routers.
+        """
         s = self.settings
+        history = self.control.history()
+        latest = history[-1] if history else None
         if s.routes is not None:
             path = s.routes
             try:
@@ -102,11 +117,26 @@ class RouterApp:
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
             parse_routing(text, str(path), fields)  # validate before publishing
+            digest = content_hash(text)
+            earlier = next((v for v in reversed(history) if v.content_hash == digest), None)
+            if earlier is not None and latest is not None and earlier is not latest:
+                log.warning(
+                    "%s is routing version %d, superseded by version %d (%s by %s at %s): "
+                    "routing with version %d; `sensorstream routes apply %s` goes back to it",
+                    path,
+                    earlier.version,
+                    latest.version,
+                    latest.source,
+                    latest.applied_by,
+                    latest.applied_at,
+                    latest.version,
+                    path,
+                )
+                return latest
             version, new = self.control.publish(text, s.applied_by, str(path))
             if new:
                 log.info("published %s as routing version %d", path, version.version)
             return version
-        latest = self.control.latest()
         if latest is not None:
             return latest
         text = DEFAULT_ROUTES.read_text(encoding="utf-8")
@@ -121,6 +151,7 @@ class RouterApp:
         version = self.initial_version(fields)
         routing = compile_version(version, fields)
         active = ActiveRouting(version.version, routing)
+        self.metrics.follow_routing_version(lambda: active.version)
         config = routing.config
         ensure_topics(
             self.kafka_config,
@@ -139,17 +170,20 @@ class RouterApp:
             state_dir=Path(tempfile.gettempdir()) / "sensorstream-router-state",
             loglevel=None,
         )
+        observe_checkpoints(app, self.metrics)
         decoder = AvroDecoder(self.registry)
         router = MessageRouter(
             active, decoder, OutputEncoders(self.registry, decoder), config.dead_letter_topic
         )
         output = CheckpointOutput(app, self.kafka_config, s.output_partitions)
         output.ensure((config.dead_letter_topic,))
-        send = output.send
+        send, routed = output.send, self.metrics.routed
 
         def route_input(value: bytes, key: Any, timestamp: int, headers: Any) -> None:
             ctx = message_context()
-            send(router.route(value, (ctx.topic, ctx.partition, ctx.offset)), key, timestamp)
+            outgoing = router.route(value, (ctx.topic, ctx.partition, ctx.offset))
+            routed(outgoing, event_time_s(router.last_event_time))
+            send(outgoing, key, timestamp)
 
         sdf = app.dataframe(
             app.topic(config.input, key_deserializer="bytes", value_deserializer="bytes")
@@ -196,7 +230,11 @@ class RouterApp:
         return app
 
     def _consumer_config(self, extra: dict[str, str]) -> dict[str, Any]:
-        config: dict[str, Any] = {**extra, "session.timeout.ms": 15000}
+        config: dict[str, Any] = {
+            **extra,
+            "session.timeout.ms": 15000,
+            **self.metrics.consumer_config(),
+        }
         if self.settings.instance_id:
             # Static membership: a restarted instance takes its old place in the group at
             # once instead of waiting for the dead member's session to expire.

@@ -94,6 +94,9 @@ class MessageRouter:
         self.dead_letter_topic = dead_letter_topic
         self.routed = 0
         self.dead_letters = 0
+        # The event time of the last message routed (None if it did not decode): the
+        # end-to-end latency metric measures from it.
+        self.last_event_time: datetime | int | None = None
         # Headers of a route's messages under one routing version, built once: librdkafka
         # copies them on produce, so one list serves every message.
         self._headers_version = -1
@@ -112,7 +115,9 @@ class MessageRouter:
         try:
             schema_id, record = self.decoder.decode(value)
         except UndecodableMessage as exc:
+            self.last_event_time = None
             return [self._dead_letter(value, source, f"decode: {exc}")]
+        self.last_event_time = record.get("timestamp")
         result = routing.route(record)
         route_headers = self._route_headers(version)
         outgoing: list[Outgoing] = []

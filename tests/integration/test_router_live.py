@@ -23,7 +23,7 @@ from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, SteppingClock, run_simulator
 from producers.tailer import EdgeTailer
 from sensorstream.topics import TopicSpec, ensure_topics
-from stream_apps.app import DEFAULT_ROUTES, RouterApp, RouterResult
+from stream_apps.app import DEFAULT_ROUTES, RouterApp, RouterResult, known_fields
 from stream_apps.control import RoutingControl
 from stream_apps.router import HEADER_ROUTE, HEADER_ROUTES_VERSION
 from stream_apps.routing.config import content_hash
@@ -605,3 +605,34 @@ def test_kill_9_mid_stream_then_once_routes_each_record_once(
     assert finisher.returncode == 0, err[-3000:]
     print(f"--once after the kill: {out.strip()} ({time.monotonic() - started:.1f} s)")
     assert_every_route_exactly_once(kafka, schema_registry, names, nodes)
+
+
+def test_restarting_with_a_superseded_routing_file_keeps_the_newer_version(
+    kafka, connection, tmp_path, unique, caplog
+):
+    """A router deployed with --routes v1, restarted after `routes apply` published v2, must
+    not republish v1: that would revert the change for every router of the group."""
+    names = Names(unique)
+    first = tmp_path / "routes-v1.yaml"
+    first.write_text(routing_text(names))
+    fields = {"temperature", "vibration", "anomaly_flag", "status_code", "serial_number"}
+
+    def start_version(routes: Path) -> int:
+        app = RouterApp(router_settings(names, routes), connection)
+        app.control.ensure_topic()
+        return app.initial_version(known_fields(app.registry, names.input) | fields).version
+
+    assert start_version(first) == 1
+    control = RoutingControl(connection.kafka_client_config(), names.control)
+    applied, new = control.publish(routing_text(names, hot_above=80), "operator", "routes apply")
+    assert (applied.version, new) == (2, True)
+
+    with caplog.at_level("WARNING", logger="sensorstream.router"):
+        assert start_version(first) == 2
+    assert "superseded by version 2" in caplog.text
+    assert [v.version for v in control.history()] == [1, 2]
+
+    # A file never published before is an intended change: it is published.
+    third = tmp_path / "routes-v3.yaml"
+    third.write_text(routing_text(names, hot_above=70))
+    assert start_version(third) == 3
