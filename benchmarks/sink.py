@@ -36,7 +36,7 @@ reported beside every wall-clock rate, as it moves much less with the machine's 
   messages in consumption order), the sink's whole per-batch Arrow step (`readings_table`:
   decode plus the metadata and partition columns), and consume alone (a read_committed
   confluent-kafka consumer with the sink's own configuration, assigned from the beginning,
-  `consume(5000)` batches), then the same with the sink's own `_buffer` per message.
+  `consume(5000)` batches), then the same with the sink's own `_buffer` per consume result.
   serial limit = 1 / (1/consume + 1/readings_table + 1/floor): the sink does these one after
   the other (only librdkafka's prefetch overlaps), so sink / serial limit says what its loop,
   flush bookkeeping and per-commit costs add.
@@ -47,7 +47,8 @@ reported beside every wall-clock rate, as it moves much less with the machine's 
   same with twice the limit. Peak RSS should follow the limit, not the backlog.
 
 `--profile` runs only the throughput-settings sink under cProfile (200k records unless
---records is given) and writes where the time goes next to --out.
+--records is given) and writes where the time goes next to --out. cProfile sees one thread, so
+that run flushes on the loop's thread (`background_flush` off); the measured runs overlap.
 """
 
 from __future__ import annotations
@@ -415,26 +416,28 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
         marks.setdefault("cpu_assigned", _cpu_seconds())
 
     sink._on_assign = timed_assign
-    flush = sink._flush
+    write_batch = sink._write  # one flush: decode and commit, on the flush thread
 
-    def timed_flush(batch):
-        rows, before = len(batch.messages), dict(spent)
+    def timed_flush(target, records):
+        rows, before = len(records), dict(spent)
         rss = _vm_mb("VmRSS")
         started = clock()
-        flush(batch)
-        flushes.append(
-            {
-                "rows": rows,
-                "start": started,
-                "end": clock(),
-                "readings_table_s": spent["readings_table"] - before["readings_table"],
-                "write_s": spent["write"] - before["write"],
-                "rss_at_start_mb": rss,
-                "peak_rss_so_far_mb": _vm_mb("VmHWM"),
-            }
-        )
+        try:
+            return write_batch(target, records)
+        finally:
+            flushes.append(
+                {
+                    "rows": rows,
+                    "start": started,
+                    "end": clock(),
+                    "readings_table_s": spent["readings_table"] - before["readings_table"],
+                    "write_s": spent["write"] - before["write"],
+                    "rss_at_start_mb": rss,
+                    "peak_rss_so_far_mb": _vm_mb("VmHWM"),
+                }
+            )
 
-    sink._flush = timed_flush
+    sink._write = timed_flush
     flush_all = sink._flush_all
 
     def timed_flush_all():
@@ -574,7 +577,7 @@ def _consume_all(consumer, expected: int, on_messages) -> float:
 
 def _worker_consume(spec: dict[str, Any]) -> None:
     """Consume alone (no per-message work beyond touching the value), then consume with the
-    sink's own per-message buffering (`DeltaSink._buffer`, batches dropped every max_rows)."""
+    sink's own columnar buffering (`DeltaSink._buffer`, batches dropped every max_rows)."""
     from sensorstream.logs import configure
     from sinks.app import DeltaSink
     from sinks.settings import SinkSettings
@@ -598,11 +601,10 @@ def _worker_consume(spec: dict[str, Any]) -> None:
     limit = sink.settings.defaults.max_rows
 
     def buffer(messages) -> None:
-        for m in messages:
-            sink._buffer(m)
+        sink._buffer(messages)
         for batch in sink._batches.values():
-            if len(batch.messages) >= limit:
-                batch.messages, batch.size = [], 0
+            if len(batch) >= limit:
+                batch.take()
 
     consumer = _assigned_consumer(sink, topic)
     cpu_started = _cpu_seconds()
@@ -644,7 +646,8 @@ def _worker_floor(spec: dict[str, Any]) -> None:
     from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
     from sensorstream.logs import configure
     from sinks.app import DeltaSink
-    from sinks.records import SinkMessage, readings_table
+    from sinks.batch import BufferedRecords
+    from sinks.records import readings_table
     from sinks.settings import SinkSettings
 
     configure("WARNING")
@@ -671,18 +674,19 @@ def _worker_floor(spec: dict[str, Any]) -> None:
     finally:
         consumer.close()
     ranges = [(i, min(i + batch_rows, expected)) for i in range(0, expected, batch_rows)]
-    schema_ids = {read_wire_header(v) for v in values}
-    if len(schema_ids) != 1:
-        raise RuntimeError(f"expected one writer schema, found ids {sorted(schema_ids)}")
-    schema = sink.decoder.writer_schema(schema_ids.pop())
+    headers = {v[:WIRE_HEADER_SIZE] for v in values}
+    if len(headers) != 1:
+        raise RuntimeError(f"expected one writer schema, found headers {sorted(headers)}")
+    header = headers.pop()
+    schema = sink.decoder.writer_schema(read_wire_header(header))
 
     passes, cpu_passes = [], []
     for _ in range(DECODE_PASSES):
         seconds = cpu = 0.0
         for lo, hi in ranges:
-            bodies = [memoryview(v)[WIRE_HEADER_SIZE:] for v in values[lo:hi]]
+            bodies = values[lo:hi]  # whole values, as the sink decodes them
             started, cpu_started = time.perf_counter(), _cpu_seconds()
-            decode_bodies(schema, bodies)
+            decode_bodies(schema, bodies, prefix=header)
             seconds += time.perf_counter() - started
             cpu += _cpu_seconds() - cpu_started
             del bodies
@@ -702,10 +706,15 @@ def _worker_floor(spec: dict[str, Any]) -> None:
     tables = []
     with _GcTimer() as gc_timer:
         for lo, hi in ranges:
-            group = [
-                SinkMessage(topic, partitions[i], offsets[i], stamps[i], keys[i], values[i], None)
-                for i in range(lo, hi)
-            ]
+            group = BufferedRecords(
+                topics=[topic] * (hi - lo),
+                partitions=partitions[lo:hi],
+                offsets=offsets[lo:hi],
+                values=values[lo:hi],
+                keys=keys[lo:hi],
+                timestamps=stamps[lo:hi],
+                headers=[None] * (hi - lo),
+            )
             started, cpu_started = time.perf_counter(), _cpu_seconds()
             gc_timer.reset()
             table, dead = readings_table(target, group, sink.decoder, now)
@@ -1147,7 +1156,7 @@ def table(results: dict[str, Any]) -> str:
             consume["consume"]["cpu_us_per_row"],
         ),
         row(
-            "  consume + the sink's _buffer per message",
+            "  consume + the sink's _buffer",
             consume["consume_and_buffer"]["rows_per_s"],
             consume["consume_and_buffer"]["cpu_us_per_row"],
             f"GC {consume['consume_and_buffer']['gc_seconds']:.1f}s",
@@ -1187,12 +1196,11 @@ def table(results: dict[str, Any]) -> str:
 # (label, file suffix, function): cumulative time per row, in call order of the sink's loop
 _PROFILED = (
     ("Consumer.consume (librdkafka, C)", "~", "<method 'consume' of 'cimpl.Consumer' objects>"),
-    ("DeltaSink._buffer (per message)", "sinks/app.py", "_buffer"),
-    ("  TableBatch.add", "sinks/app.py", "add"),
-    ("TableBatch.last_offsets", "sinks/app.py", "last_offsets"),
+    ("DeltaSink._buffer (per consume result)", "sinks/app.py", "_buffer"),
+    ("  TableBatch.add (columns)", "sinks/batch.py", "add"),
     ("readings_table", "sinks/records.py", "readings_table"),
-    ("  read_wire_header", "schemas/registry.py", "read_wire_header"),
-    ("  memoryview bodies (list comprehension)", "sinks/records.py", "<listcomp>:memoryview("),
+    ("  _by_header (schema id groups)", "sinks/records.py", "_by_header"),
+    ("  KafkaColumns.of", "sinks/records.py", "of"),
     ("  decode_bodies_checked", "schemas/avro_arrow.py", "decode_bodies_checked"),
     ("    polars read_avro", "~", "<built-in method read_avro>"),
     ("  _metadata (Kafka columns)", "sinks/records.py", "_metadata"),
@@ -1235,6 +1243,8 @@ def profile(args: argparse.Namespace) -> None:
     out = args.out.with_name(args.out.stem + "-profile.pstats")
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = _tuned(run_id, args, "profile")
+    # cProfile sees one thread: flush on the loop's thread so decode and write are profiled
+    settings["background_flush"] = False
     try:
         topic = _names(run_id)["topic"]
         schema, schema_id = _register(topic)

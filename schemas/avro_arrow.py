@@ -24,8 +24,12 @@ module builds that block, reads it, and makes the result safe and stable:
   named types referenced by name, decimals over 38 digits, `null` fields) are found by looking
   at the schema, not by trying (polars panics on some of them), and decoded with fastavro.
 
-Bodies are bare Avro: the caller strips the 5-byte Confluent wire header (magic byte and
-schema id). A body that still has it is mis-framed and reported bad, never decoded as data.
+Bodies are bare Avro, or all start with the same `prefix` (the 5-byte Confluent wire header of
+their schema id), which is then checked and dropped. Passing whole Kafka values with their
+header as the prefix spares the caller a slice per message: the header becomes a leading
+`fixed` field of the framed schema, so the whole batch is still one `bytes.join`. A body without
+the prefix, or a bare body that still has a header, is mis-framed and reported bad, never
+decoded as data.
 """
 
 from __future__ import annotations
@@ -56,8 +60,13 @@ OCF_MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
 FRAME_FIELD = "__sensorstream_frame"
 """Name of the framing field added to the writer schema (made unique when a field has it)."""
+PREFIX_FIELD = "__sensorstream_prefix"
+"""Name of the leading `fixed` field that reads the bodies' common prefix (made unique too)."""
 FASTAVRO_RUN = 64
 """Runs of at most this many bodies are checked with fastavro instead of being split again."""
+CHUNK_BODIES = 65_536
+"""Bodies per polars read: the container block, polars' frame and the cast copy exist for one
+chunk at a time, so decoding a large batch does not hold three extra copies of all of it."""
 MAX_DECIMAL128_PRECISION = 38
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -316,35 +325,55 @@ def _nonce() -> float:
             return value
 
 
-def _frame_field(schema: dict[str, Any]) -> str:
-    names = {f["name"] for f in schema["fields"]}
-    name = FRAME_FIELD
-    while name in names:
+def _unique_name(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
         name += "_"
     return name
 
 
-def _polars_table(schema: dict[str, Any], bodies: Sequence[Body], target: pa.Schema) -> pa.Table:
+def _framed_schema(schema: dict[str, Any], prefix: bytes) -> tuple[dict[str, Any], str, str]:
+    """The writer schema with the framing `double` last and, given a prefix, a leading `fixed`
+    of its size: (schema, frame field, prefix field)."""
+    taken = {f["name"] for f in schema["fields"]}
+    frame = _unique_name(FRAME_FIELD, taken)
+    fields = [*schema["fields"], {"name": frame, "type": "double"}]
+    head = _unique_name(PREFIX_FIELD, taken | {frame})
+    if prefix:
+        named = set(_named_types(parsed_schema(schema)))
+        type_name = _unique_name(PREFIX_FIELD, {n.rsplit(".", 1)[-1] for n in named})
+        fixed = {"type": "fixed", "name": type_name, "size": len(prefix)}
+        fields.insert(0, {"name": head, "type": fixed})
+    return {**schema, "fields": fields}, frame, head
+
+
+def _polars_table(
+    schema: dict[str, Any], bodies: Sequence[Body], target: pa.Schema, prefix: bytes = b""
+) -> pa.Table:
     """`bodies` via polars, cast to `target`; ValueError when any body is mis-framed or bad.
 
     A body too short pulls the next body's bytes into its record, one too long leaves bytes
     that become the start of the next record: either way some row reads its frame value from
-    the wrong bytes, which a random 64-bit value makes certain to notice.
+    the wrong bytes, which a random 64-bit value makes certain to notice. With a `prefix`,
+    every row must also read it back from its leading `fixed` field.
     """
-    frame = _frame_field(schema)
-    framed = {**schema, "fields": [*schema["fields"], {"name": frame, "type": "double"}]}
+    framed, frame, head = _framed_schema(schema, prefix)
     nonce = _nonce()
     marker = struct.pack("<d", nonce)
     sync = os.urandom(SYNC_SIZE)
-    prefix = _block_prefix(framed, len(bodies), _byte_size(bodies) + 8 * len(bodies), sync)
-    # one copy of the data: prefix body0 marker body1 marker ... bodyN marker sync
-    blob = marker.join((prefix + bodies[0], *bodies[1:], sync))
+    start = _block_prefix(framed, len(bodies), _byte_size(bodies) + 8 * len(bodies), sync)
+    # one copy of the data: start body0 marker body1 marker ... bodyN marker sync
+    blob = marker.join((start + bodies[0], *bodies[1:], sync))
     try:
         df = pl.read_avro(io.BytesIO(blob))
     except (Exception, PanicException) as exc:  # OSError, ComputeError, panics on bad data
         raise ValueError(f"polars: {type(exc).__name__}: {exc}") from None
     if df.height != len(bodies) or not (df.get_column(frame) == nonce).all():
         raise ValueError("a body is not exactly one record (the block is mis-framed)")
+    if prefix:
+        if not df.select((pl.col(head) == pl.lit(prefix, pl.Binary)).all()).item():
+            raise ValueError("a body does not start with the expected prefix")
+        df = df.drop(head)
     try:
         return df.drop(frame).to_arrow().cast(target)
     except pa.ArrowException as exc:  # e.g. over 2 GiB of text in one column: split the run
@@ -476,8 +505,12 @@ def _record_converter(record: dict[str, Any], named: dict[str, Any]) -> Converte
     return convert_record
 
 
-def _read_body(parsed: dict[str, Any], body: Body) -> dict[str, Any]:
-    """One body with fastavro; ValueError when it is not exactly one record."""
+def _read_body(parsed: dict[str, Any], body: Body, prefix: bytes = b"") -> dict[str, Any]:
+    """One body with fastavro; ValueError when it is not exactly one record after `prefix`."""
+    if prefix:
+        if bytes(body[: len(prefix)]) != prefix:
+            raise ValueError(f"the body does not start with the expected prefix {prefix.hex()}")
+        body = memoryview(body)[len(prefix) :]
     stream = io.BytesIO(body)
     try:
         record = fastavro.schemaless_reader(stream, parsed, None)
@@ -490,7 +523,11 @@ def _read_body(parsed: dict[str, Any], body: Body) -> dict[str, Any]:
 
 
 def _fastavro_table(
-    schema: dict[str, Any], bodies: Sequence[Body], target: pa.Schema, first_index: int = 0
+    schema: dict[str, Any],
+    bodies: Sequence[Body],
+    target: pa.Schema,
+    first_index: int = 0,
+    prefix: bytes = b"",
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """The good bodies decoded one by one, and (index + first_index, reason) of the bad ones."""
     parsed = _record_of(schema)
@@ -499,7 +536,7 @@ def _fastavro_table(
     bad: list[tuple[int, str]] = []
     for index, body in enumerate(bodies, start=first_index):
         try:
-            record = _read_body(parsed, body)
+            record = _read_body(parsed, body, prefix)
             rows.append(record if convert is None else convert(record))
         except ValueError as exc:
             bad.append((index, str(exc)))
@@ -515,48 +552,59 @@ def _decode_run(
     target: pa.Schema,
     first_index: int,
     fast: bool,
+    prefix: bytes,
 ) -> tuple[list[pa.Table], list[tuple[int, str]]]:
     """Decode a run: polars when it can, else split in halves; short runs go to fastavro."""
     if fast:
         try:
-            return [_polars_table(schema, bodies, target)], []
+            return [_polars_table(schema, bodies, target, prefix)], []
         except ValueError:
             pass
     if not fast or len(bodies) <= FASTAVRO_RUN:
-        table, bad = _fastavro_table(schema, bodies, target, first_index)
+        table, bad = _fastavro_table(schema, bodies, target, first_index, prefix)
         return [table], bad
     middle = len(bodies) // 2
-    left, left_bad = _decode_run(schema, bodies[:middle], target, first_index, fast)
-    right, right_bad = _decode_run(schema, bodies[middle:], target, first_index + middle, fast)
+    left, left_bad = _decode_run(schema, bodies[:middle], target, first_index, fast, prefix)
+    right, right_bad = _decode_run(
+        schema, bodies[middle:], target, first_index + middle, fast, prefix
+    )
     return left + right, left_bad + right_bad
 
 
 def decode_bodies_checked(
-    schema: dict[str, Any], bodies: Sequence[Body]
+    schema: dict[str, Any], bodies: Sequence[Body], prefix: bytes = b""
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """(table of the good bodies in order, [(index, reason)] of the bad ones).
 
-    `bodies` are bare Avro bodies (Confluent header stripped) all written with `schema`. The
-    fast path is one polars read whose framing is checked; when it fails, the run is split
-    and retried, and runs of at most `FASTAVRO_RUN` bodies are checked one by one with
-    fastavro, which also rejects bytes left after a record. A body that polars accepts but
-    fastavro would not (a union branch index out of range, with the right length) decodes.
+    `bodies` are Avro bodies all written with `schema`: bare, or each starting with `prefix`
+    (whole Confluent-framed values with their 5-byte wire header), which is checked and not
+    decoded. The fast path is one polars read whose framing is checked; when it fails, the run
+    is split and retried, and runs of at most `FASTAVRO_RUN` bodies are checked one by one
+    with fastavro, which also rejects bytes left after a record. A body that polars accepts
+    but fastavro would not (a union branch index out of range, with the right length) decodes.
     """
     target = arrow_schema_for(schema)
     if not bodies:
         return target.empty_table(), []
-    tables, bad = _decode_run(schema, bodies, target, 0, polars_can_read(schema))
+    fast = polars_can_read(schema)
+    tables: list[pa.Table] = []
+    bad: list[tuple[int, str]] = []
+    for start in range(0, len(bodies), CHUNK_BODIES):
+        chunk = bodies[start : start + CHUNK_BODIES] if len(bodies) > CHUNK_BODIES else bodies
+        chunk_tables, chunk_bad = _decode_run(schema, chunk, target, start, fast, prefix)
+        tables += chunk_tables
+        bad += chunk_bad
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return table, bad
 
 
-def decode_bodies(schema: dict[str, Any], bodies: Sequence[Body]) -> pa.Table:
-    """Bare Avro bodies of one writer schema as one Arrow table (`arrow_schema_for` types).
+def decode_bodies(schema: dict[str, Any], bodies: Sequence[Body], prefix: bytes = b"") -> pa.Table:
+    """Avro bodies of one writer schema as one Arrow table (`arrow_schema_for` types).
 
     Raises MalformedBodies, listing every bad body, when any body is not exactly one record
-    of `schema`; use `decode_bodies_checked` to keep the good ones.
+    of `schema` after `prefix`; use `decode_bodies_checked` to keep the good ones.
     """
-    table, bad = decode_bodies_checked(schema, bodies)
+    table, bad = decode_bodies_checked(schema, bodies, prefix)
     if bad:
         raise MalformedBodies(bad)
     return table

@@ -3,15 +3,17 @@
 The protocol, per table and topic-partition:
 1. On assignment, the table's txn version for the partition (the last offset it holds) decides
    where to start: after it, or after the committed consumer offset if that is further.
-2. Records are buffered per table until the route's flush policy (rows, bytes, latency) or the
-   memory bound says to write.
+2. Records are buffered per table, as columns (`sinks.batch`), until the route's flush policy
+   (rows, bytes, latency) or the memory bound says to write.
 3. Dead rows of the batch are appended to the dead-letter table, then the batch to its table,
    each commit carrying the batch's last offsets as txn versions; each writer drops rows its
-   table already holds, so replays are harmless.
-4. Only then are the consumer offsets committed. A crash anywhere in between replays the
-   batch, and step 3 makes the replay a no-op for whatever had already landed.
-On a rebalance, unflushed records of revoked partitions are dropped: their new owner replays
-them from the committed offsets and step 1 skips what had landed.
+   table already holds, so replays are harmless. This runs on a worker thread
+   (`sinks.flusher`), one batch at a time and in order, while the loop consumes the next.
+4. Only then, back on the loop's thread, are the consumer offsets committed. A crash anywhere
+   in between replays the batch, and step 3 makes the replay a no-op for whatever had landed.
+On a rebalance, the batch being written lands (and its offsets are committed) first; then the
+unflushed records of revoked partitions are dropped: their new owner replays them from the
+committed offsets and step 1 skips what had landed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow.compute as pc
@@ -38,50 +41,18 @@ from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
 from sensorstream.settings import ConnectionSettings
+from sinks.batch import BufferedRecords, TableBatch
 from sinks.delta_writer import DeltaTableWriter
+from sinks.flusher import Flusher
+from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
-from sinks.records import SinkMessage, dead_letter_table, readings_table
+from sinks.records import dead_letter_table, readings_table
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
 
 log = logging.getLogger("sensorstream.sink")
 
 DLQ_ROUTE = "dlq"
-
-
-@dataclass
-class TableBatch:
-    target: TableTarget
-    messages: list[SinkMessage] = field(default_factory=list)
-    size: int = 0
-    started: float = 0.0
-
-    def add(self, message: SinkMessage) -> None:
-        if not self.messages:
-            self.started = time.monotonic()
-        self.messages.append(message)
-        self.size += len(message.value or b"") + 64
-
-    def due(self, now: float) -> bool:
-        s = self.target.settings
-        return bool(self.messages) and (
-            len(self.messages) >= s.max_rows
-            or self.size >= s.max_bytes
-            or now - self.started >= s.max_latency_s
-        )
-
-    def last_offsets(self) -> dict[tuple[str, int], int]:
-        last: dict[tuple[str, int], int] = {}
-        for m in self.messages:
-            key = (m.topic, m.partition)
-            last[key] = max(last.get(key, -1), m.offset)
-        return last
-
-    def drop_partitions(self, revoked: set[tuple[str, int]]) -> None:
-        kept = [m for m in self.messages if (m.topic, m.partition) not in revoked]
-        if len(kept) != len(self.messages):
-            self.messages = kept
-            self.size = sum(len(m.value or b"") + 64 for m in kept)
 
 
 @dataclass(frozen=True)
@@ -110,8 +81,15 @@ class DeltaSink:
         self._assigned: set[tuple[str, int]] = set()
         self._landing = LandingWriter(connection.lake_uri, self.storage_options)
         self._landed: dict[tuple[str, int], int] = {}
+        self._flusher: Flusher[dict[tuple[str, int], int]] = Flusher(
+            self._commit_offsets, background=settings.background_flush
+        )
         self.consumer: Consumer | None = None
         self.dead_letters = 0
+
+    def buffered_rows(self) -> int:
+        """Records held in memory: buffered, plus the batch being written."""
+        return sum(len(b) for b in self._batches.values()) + self._flusher.rows_in_flight
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -144,6 +122,7 @@ class DeltaSink:
     # -- rebalancing -----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flusher.wait()  # the writers are the flush thread's while a batch is written
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 30)
         }
@@ -168,6 +147,7 @@ class DeltaSink:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._flusher.wait()  # land the batch being written, commit its offsets while owned
         for batch in self._batches.values():
             batch.drop_partitions(revoked)
         self._assigned -= revoked
@@ -203,25 +183,22 @@ class DeltaSink:
         )
         idle_since = time.monotonic()
         try:
-            while not self.stop.is_set():
-                messages = consumer.consume(self.settings.poll_batch, timeout=0.2)
-                now = time.monotonic()
-                for message in messages:
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume error: %s", message.error())
-                        continue
-                    self._buffer(message)
-                if messages:
-                    idle_since = now
-                self._flush_due(now)
-                if (
-                    self.settings.once
-                    and self._assigned
-                    and now - idle_since >= self.settings.idle_timeout_s
-                ):
-                    break  # nothing new for a while: land what is buffered and exit
-            self._flush_all()
+            with quiet_gc():
+                while not self.stop.is_set():
+                    messages = consumer.consume(self.settings.poll_batch, timeout=0.2)
+                    now = time.monotonic()
+                    if messages:
+                        self._buffer(messages)
+                        idle_since = now
+                    self._flusher.poll()
+                    self._flush_due(now)
+                    if (
+                        self.settings.once
+                        and self._assigned
+                        and now - idle_since >= self.settings.idle_timeout_s
+                    ):
+                        break  # nothing new for a while: land what is buffered and exit
+                self._flush_all()
         finally:
             consumer.close()
         return SinkResult(
@@ -231,48 +208,67 @@ class DeltaSink:
             seconds=time.monotonic() - started,
         )
 
-    def _buffer(self, message) -> None:
-        target = self.target(message.topic())
+    def _buffer(self, messages: list) -> None:
+        """Append one consume() result to the tables' batches, a list comprehension per column
+        rather than an object per message."""
+        errors = [m.error() for m in messages]
+        if errors.count(None) != len(errors):
+            for error in errors:
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", error)
+            messages = [m for m, e in zip(messages, errors, strict=True) if e is None]
+            if not messages:
+                return
+        topics = [m.topic() for m in messages]
+        if topics.count(topics[0]) == len(topics):
+            self._batch(topics[0]).add(topics[0], messages)
+            return
+        by_topic: dict[str, list] = defaultdict(list)
+        for topic, message in zip(topics, messages, strict=True):
+            by_topic[topic].append(message)
+        for topic, group in by_topic.items():
+            self._batch(topic).add(topic, group)
+
+    def _batch(self, topic: str) -> TableBatch:
+        target = self.target(topic)
         batch = self._batches.get(target.uri)
         if batch is None:
             batch = self._batches[target.uri] = TableBatch(target)
-        _, timestamp = message.timestamp()
-        batch.add(
-            SinkMessage(
-                topic=message.topic(),
-                partition=message.partition(),
-                offset=message.offset(),
-                timestamp_ms=timestamp,
-                key=message.key(),
-                value=message.value(),
-                headers=message.headers(),
-            )
-        )
+        return batch
 
     def _flush_due(self, now: float) -> None:
         for batch in list(self._batches.values()):
             if batch.due(now):
                 self._flush(batch)
-        buffered = sum(len(b.messages) for b in self._batches.values())
-        while buffered > self.settings.max_buffered_rows:
-            fullest = max(self._batches.values(), key=lambda b: len(b.messages))
-            buffered -= len(fullest.messages)
-            self._flush(fullest)
+        while self.buffered_rows() > self.settings.max_buffered_rows:
+            if self._flusher.rows_in_flight:
+                self._flusher.wait()
+                continue
+            self._flush(max(self._batches.values(), key=len))
 
     def _flush_all(self) -> None:
         for batch in list(self._batches.values()):
-            if batch.messages:
+            if len(batch):
                 self._flush(batch)
+        self._flusher.wait()
 
     def _flush(self, batch: TableBatch) -> None:
-        target, messages = batch.target, batch.messages
-        last_offsets = batch.last_offsets()
+        """Hand the batch to the flush thread; its offsets are committed when it has landed."""
+        target, records = batch.target, batch.take()
+        self._flusher.submit(lambda: self._write(target, records), len(records))
+
+    def _write(self, target: TableTarget, records: BufferedRecords) -> dict[tuple[str, int], int]:
+        """Step 3 of the protocol for one batch (on the flush thread); returns the offsets it
+        covers, for the loop to commit (step 4)."""
+        last_offsets = records.last_offsets
         now = datetime.now(UTC)
         if target.route == DLQ_ROUTE:
-            table, dead = dead_letter_table(messages, [], target.settings.hourly, now), []
+            table = dead_letter_table(records.messages(), [], target.settings.hourly, now)
+            dead = []
         else:
             writer = self.writer(target)
-            table, dead = readings_table(target, messages, self.decoder, now, writer.misfits)
+            table, dead = readings_table(target, records, self.decoder, now, writer.misfits)
+            records.release_values()
         if dead:
             dlq_target = self.target(self.settings.dead_letter_topic)
             letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)
@@ -290,8 +286,7 @@ class DeltaSink:
         if table is not None:
             self.writer(target).write(table, last_offsets)
         failpoint("sink.before_offsets")
-        self._commit_offsets(last_offsets)
-        batch.messages, batch.size = [], 0
+        return last_offsets
 
     def _land(self, target: TableTarget, table) -> None:
         """Write the batch's landing files, per topic-partition, past what already landed."""

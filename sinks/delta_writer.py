@@ -5,22 +5,32 @@ commit includes (DESIGN section 5). Before each commit the writer refreshes the 
 rows at or below those versions, so a batch replayed after a crash, or written by an instance
 that lost its partitions in a rebalance, never lands twice. delta-rs commits with a conditional
 put, so two sinks appending to one table are safe on S3 servers that honour `If-None-Match`.
+
+Each commit is tagged with an id of its own in the commit info. When an attempt fails after
+S3 took the commit (its response was lost), the retry finds the batch's rows already in, and
+the tag is how the writer knows the rows went in with its own commit (count them) rather than
+with another writer's (do not). Every object-store operation runs within the retry budget,
+a hard bound (`sinks.retry`); a writer whose attempt was abandoned refuses further work.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from sensorstream.backoff import Backoff
 from sensorstream.errors import PipelineError
 from sinks.compatibility import conflicts
+from sinks.landing import s3_filesystem
+from sinks.retry import RetryBudget
 from sinks.tables import TableTarget, app_id
 
 log = logging.getLogger("sensorstream.sink")
@@ -44,6 +54,8 @@ _TRANSIENT_MARKERS = (
 # own commit whose response was lost: the retried conditional put then finds it in place) is
 # re-read, re-filtered and tried again; only conflicts that keep coming fail the batch.
 CONFLICT_ATTEMPTS = 20
+COMMIT_ID = "sensorstream.commitId"
+"""Commit info key of the id each commit is tagged with."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -68,7 +80,9 @@ class DeltaTableWriter:
         self.checkpoint_interval = checkpoint_interval
         self.retry_budget_s = retry_budget_s
         self.stop = stop or threading.Event()
+        self._retry = RetryBudget(retry_budget_s, is_transient, self.stop)
         self._table: DeltaTable | None = None
+        self._failed: PipelineError | None = None
         self.commits = 0
         self.rows = 0
 
@@ -77,22 +91,24 @@ class DeltaTableWriter:
         return ["event_date", "event_hour"] if self.target.settings.hourly else ["event_date"]
 
     def _retrying(self, what: str, action):
-        backoff = Backoff(initial_s=0.5, max_s=15)
-        deadline = time.monotonic() + self.retry_budget_s
-        while True:
+        """`action()` within the retry budget; once the budget is spent, this writer fails
+        every later call too (an abandoned attempt may still be using its table)."""
+        if self._failed is not None:
+            raise self._failed
+
+        def logged():
             try:
                 return action()
             except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if time.monotonic() > deadline or self.stop.is_set():
-                    raise PipelineError(
-                        f"{what} {self.target.uri}: the object store is unreachable after "
-                        f"{self.retry_budget_s:.0f}s of retries: {exc}; no offsets were "
-                        "committed past data that is not in the table"
-                    ) from exc
-                log.warning("%s %s failed (%s); retrying", what, self.target.uri, exc)
-                backoff.wait(self.stop)
+                if is_transient(exc):
+                    log.warning("%s %s failed (%s); retrying", what, self.target.uri, exc)
+                raise
+
+        try:
+            return self._retry.run(f"{what} {self.target.uri}", logged)
+        except PipelineError as exc:
+            self._failed = exc
+            raise
 
     def _refresh(self) -> DeltaTable | None:
         """The table at its latest version, or None while it does not exist yet."""
@@ -126,18 +142,13 @@ class DeltaTableWriter:
         table = self._load()
         return None if table is None else table.transaction_version(app_id(topic, partition))
 
-    def _unwritten(self, data: pa.Table, table: DeltaTable | None) -> pa.Table:
+    def _unwritten(
+        self, data: pa.Table, table: DeltaTable | None, pairs: list[tuple[str, int]]
+    ) -> pa.Table:
+        """The rows of `data` (of the topic-partitions `pairs`) past the table's txn versions."""
         if table is None:
             return data
         keep = None
-        pairs = {
-            (t, p)
-            for t, p in zip(
-                data.column("_kafka_topic").to_pylist(),
-                data.column("_kafka_partition").to_pylist(),
-                strict=True,
-            )
-        }
         for topic, partition in pairs:
             version = table.transaction_version(app_id(topic, partition))
             if version is None:
@@ -152,6 +163,37 @@ class DeltaTableWriter:
             keep = pc.invert(stale) if keep is None else pc.and_(keep, pc.invert(stale))
         return data if keep is None else data.filter(keep)
 
+    def _committed_rows(
+        self, table: DeltaTable, commit_id: str, attempt: tuple[int, int]
+    ) -> int | None:
+        """The rows of `attempt` (version it started from, rows) when its commit, tagged
+        `commit_id`, is in the table although the attempt failed; else None.
+
+        Only the newest attempt can have landed: each one first checks here for the previous.
+        The new versions' commit files are read directly (usually one small object):
+        `DeltaTable.history` stalled for minutes right after a lost response on S3Proxy.
+        """
+        since, rows = attempt
+        needle = commit_id.encode()
+        if any(needle in self._log_entry(v) for v in range(since + 1, table.version() + 1)):
+            return rows
+        return None
+
+    def _log_entry(self, version: int) -> bytes:
+        """The raw commit file of `version`."""
+        parsed = urlparse(self.target.uri)
+        name = f"_delta_log/{version:020d}.json"
+        if parsed.scheme in ("s3", "s3a"):
+            fs = s3_filesystem(self.storage_options)
+            path = f"{parsed.netloc}{parsed.path.rstrip('/')}/{name}"
+        elif parsed.scheme in ("", "file"):
+            fs = pafs.LocalFileSystem()
+            path = str(Path(parsed.path if parsed.scheme else self.target.uri) / name)
+        else:
+            fs, path = pafs.FileSystem.from_uri(f"{self.target.uri.rstrip('/')}/{name}")
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+
     def write(self, data: pa.Table, last_offsets: dict[tuple[str, int], int]) -> int:
         """Append the rows of `data` not yet in the table; returns the rows written.
 
@@ -163,6 +205,10 @@ class DeltaTableWriter:
         transactions = [
             Transaction(app_id(t, p), offset) for (t, p), offset in last_offsets.items()
         ]
+        pairs = list(last_offsets)
+        commit_id = uuid.uuid4().hex
+        # Set when an attempt was made: (table version it started from, rows it carried).
+        tried: list[tuple[int, int]] = []
 
         def attempt() -> int:
             for conflict_attempt in range(1, CONFLICT_ATTEMPTS + 1):
@@ -176,9 +222,15 @@ class DeltaTableWriter:
 
         def commit() -> int:
             table = self._refresh()
-            fresh = self._unwritten(data, table)
+            if tried and table is not None:
+                landed = self._committed_rows(table, commit_id, tried[-1])
+                if landed is not None:
+                    log.info("commit to %s had landed although it failed", self.target.uri)
+                    return landed
+            fresh = self._unwritten(data, table, pairs)
             if fresh.num_rows == 0:
                 return 0
+            tried.append((-1 if table is None else table.version(), fresh.num_rows))
             write_deltalake(
                 table if table is not None else self.target.uri,
                 fresh,
@@ -191,7 +243,9 @@ class DeltaTableWriter:
                     if table is None
                     else None
                 ),
-                commit_properties=CommitProperties(app_transactions=transactions),
+                commit_properties=CommitProperties(
+                    app_transactions=transactions, custom_metadata={COMMIT_ID: commit_id}
+                ),
             )
             return fresh.num_rows
 

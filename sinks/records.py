@@ -1,9 +1,10 @@
-"""Kafka messages to Arrow tables with the lake's columns (DESIGN section 8).
+"""Buffered Kafka records to Arrow tables with the lake's columns (DESIGN section 8).
 
-Readings are decoded in bulk: the bodies of one writer schema become one Avro container block
-that polars reads straight into Arrow (`schemas.avro_arrow`), many times faster than decoding
-record by record. A message that cannot be decoded, or has no event time to partition by,
-becomes a `DeadRow` for the dead-letter table instead of failing the batch.
+Readings are decoded in bulk: the whole values of one writer schema (wire header and all)
+become one Avro container block that polars reads straight into Arrow (`schemas.avro_arrow`),
+many times faster than decoding record by record, and the Kafka columns are built from the
+batch's columns in one call each. A record that cannot be decoded, or has no event time to
+partition by, becomes a `DeadRow` for the dead-letter table instead of failing the batch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schemas.avro_arrow import concat_evolving, decode_bodies_checked
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import HEADER_ERROR, HEADER_FAILED_AT, HEADER_STAGE
 from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
+from sinks.batch import BufferedRecords, SinkMessage
 from sinks.compatibility import conflicts
 from sinks.tables import TableTarget
 
@@ -29,35 +31,57 @@ STAGE = "sink"
 
 
 @dataclass(frozen=True, slots=True)
-class SinkMessage:
-    """What the sink keeps of a consumed message until its table commits."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None
-
-
-@dataclass(frozen=True, slots=True)
 class DeadRow:
     message: SinkMessage
     reason: str
 
 
+@dataclass(frozen=True)
+class KafkaColumns:
+    """The Kafka coordinates of some rows, as Arrow arrays (one per lake column)."""
+
+    topics: pa.Array
+    partitions: pa.Array
+    offsets: pa.Array
+
+    @classmethod
+    def of(cls, records: BufferedRecords) -> KafkaColumns:
+        return cls(
+            pa.array(records.topics, pa.string()),
+            pa.array(records.partitions, pa.int32()),
+            pa.array(records.offsets, pa.int64()),
+        )
+
+    @classmethod
+    def of_messages(cls, messages: list[SinkMessage]) -> KafkaColumns:
+        return cls(
+            pa.array([m.topic for m in messages], pa.string()),
+            pa.array([m.partition for m in messages], pa.int32()),
+            pa.array([m.offset for m in messages], pa.int64()),
+        )
+
+    def take(self, rows: list[int] | None) -> KafkaColumns:
+        """These columns at `rows` (None: all of them)."""
+        if rows is None:
+            return self
+        indices = pa.array(rows, pa.int64())
+        return KafkaColumns(*(column.take(indices) for column in self._arrays()))
+
+    def _arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
+        return self.topics, self.partitions, self.offsets
+
+
 def _metadata(
-    table: pa.Table, messages: list[SinkMessage], schema_id: int | None, route: str, now: datetime
+    table: pa.Table, kafka: KafkaColumns, schema_id: int | None, route: str, now: datetime
 ) -> pa.Table:
     n = table.num_rows
     columns = {
-        "_ingested_at": pa.array([now] * n, pa.timestamp("us", "UTC")),
-        "_kafka_topic": pa.array([m.topic for m in messages], pa.string()),
-        "_kafka_partition": pa.array([m.partition for m in messages], pa.int32()),
-        "_kafka_offset": pa.array([m.offset for m in messages], pa.int64()),
-        "_schema_id": pa.array([schema_id] * n, pa.int32()),
-        "_route": pa.array([route] * n, pa.string()),
+        "_ingested_at": pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n),
+        "_kafka_topic": kafka.topics,
+        "_kafka_partition": kafka.partitions,
+        "_kafka_offset": kafka.offsets,
+        "_schema_id": pa.repeat(pa.scalar(schema_id, pa.int32()), n),
+        "_route": pa.repeat(pa.scalar(route, pa.string()), n),
     }
     for name, column in columns.items():
         if name in table.column_names:
@@ -82,61 +106,88 @@ def _event_time_column(table: pa.Table) -> str | None:
     return None
 
 
+def _by_header(values: list[bytes | None]) -> dict[bytes | None, list[int] | None]:
+    """Row indices per wire header (None: every row has this one); a tombstone's is None."""
+    try:
+        heads = [v[:WIRE_HEADER_SIZE] for v in values]
+    except TypeError:  # tombstones (None values) among them
+        heads = [None if v is None else v[:WIRE_HEADER_SIZE] for v in values]
+    distinct = set(heads)
+    if len(distinct) == 1:
+        return {distinct.pop(): None}
+    groups: dict[bytes | None, list[int] | None] = defaultdict(list)
+    for index, head in enumerate(heads):
+        groups[head].append(index)
+    return groups
+
+
+def _rows(rows: list[int] | None, n: int) -> list[int]:
+    return list(range(n)) if rows is None else rows
+
+
 def readings_table(
     target: TableTarget,
-    messages: list[SinkMessage],
+    records: BufferedRecords,
     decoder: AvroDecoder,
     now: datetime,
     misfits: Callable[[pa.Schema], list[str]] = lambda _: [],
 ) -> tuple[pa.Table | None, list[DeadRow]]:
-    """The rows of `messages` as one Arrow table for `target`, and the messages that failed.
+    """The rows of `records` as one Arrow table for `target`, and the records that failed.
 
     `misfits` names the columns of a schema the destination table cannot take; a schema id
     with any (or one conflicting with another schema id of the batch) goes to the dead rows.
     """
     dead: list[DeadRow] = []
-    groups: dict[int, list[SinkMessage]] = defaultdict(list)
-    for message in messages:
-        if message.value is None:
-            dead.append(DeadRow(message, "the message has no value (a tombstone)"))
+    kafka = KafkaColumns.of(records)
+    values, n = records.values, len(records)
+
+    def bury(rows: list[int] | None, reason: str) -> None:
+        dead.extend(DeadRow(records.message(i), reason) for i in _rows(rows, n))
+
+    tables = []
+    for header, rows in _by_header(values).items():
+        if header is None:
+            bury(rows, "the message has no value (a tombstone)")
             continue
         try:
-            groups[read_wire_header(message.value)].append(message)
+            schema_id = read_wire_header(header)
         except ValueError as exc:
-            dead.append(DeadRow(message, f"not Avro in the Confluent wire format: {exc}"))
-    tables = []
-    for schema_id, group in groups.items():
+            bury(rows, f"not Avro in the Confluent wire format: {exc}")
+            continue
         try:
             schema = decoder.writer_schema(schema_id)
         except UndecodableMessage as exc:
-            dead.extend(DeadRow(m, str(exc)) for m in group)
+            bury(rows, str(exc))
             continue
-        bodies = [memoryview(m.value)[WIRE_HEADER_SIZE:] for m in group]
-        table, bad = decode_bodies_checked(schema, bodies)
+        group = values if rows is None else [values[i] for i in rows]
+        table, bad = decode_bodies_checked(schema, group, prefix=header)
         if bad:
-            bad_index = {index for index, _ in bad}
+            indices = _rows(rows, n)
             dead.extend(
-                DeadRow(group[i], f"the Avro body does not match schema id {schema_id}: {why}")
+                DeadRow(
+                    records.message(indices[i]),
+                    f"the Avro body does not match schema id {schema_id}: {why}",
+                )
                 for i, why in bad
             )
-            group = [m for i, m in enumerate(group) if i not in bad_index]
-        if not group:
+            bad_index = {i for i, _ in bad}
+            rows = [r for i, r in enumerate(indices) if i not in bad_index]
+        if rows is not None and not rows:
             continue
         event_time = _event_time_column(table)
         if event_time is None:
-            dead.extend(DeadRow(m, f"schema id {schema_id} has no event-time field") for m in group)
+            bury(rows, f"schema id {schema_id} has no event-time field")
             continue
         times = table.column(event_time)
         if times.null_count:
             missing = pc.is_null(times).to_pylist()
-            dead.extend(
-                DeadRow(m, f"no event time ({event_time} is null)")
-                for m, gone in zip(group, missing, strict=True)
-                if gone
+            indices = _rows(rows, n)
+            bury(
+                [r for r, gone in zip(indices, missing, strict=True) if gone],
+                f"no event time ({event_time} is null)",
             )
-            keep = pc.invert(pc.is_null(times))
-            table = table.filter(keep)
-            group = [m for m, gone in zip(group, missing, strict=True) if not gone]
+            table = table.filter(pc.invert(pc.is_null(times)))
+            rows = [r for r, gone in zip(indices, missing, strict=True) if not gone]
             times = table.column(event_time)
         problems = misfits(table.schema)
         for accepted in tables:
@@ -145,9 +196,9 @@ def readings_table(
             reason = f"schema id {schema_id} does not fit table {target.uri}: " + "; ".join(
                 problems
             )
-            dead.extend(DeadRow(m, reason) for m in group)
+            bury(rows, reason)
             continue
-        table = _metadata(table, group, schema_id, target.route, now)
+        table = _metadata(table, kafka.take(rows), schema_id, target.route, now)
         tables.append(_with_partitions(table, times, target.settings.hourly))
     if not tables:
         return None, dead
@@ -210,5 +261,5 @@ def dead_letter_table(
             "message_time": event_time,
         }
     )
-    table = _metadata(table, messages, None, "dlq", now)
+    table = _metadata(table, KafkaColumns.of_messages(messages), None, "dlq", now)
     return _with_partitions(table, table.column("message_time"), hourly)

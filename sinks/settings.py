@@ -57,7 +57,12 @@ class SinkSettings(LayeredSettings):
         True, description="write a batch on a worker thread while consuming the next"
     )
     checkpoint_interval: int = Field(100, ge=1, description="Delta checkpoint every N commits")
-    retry_budget_s: float = Field(300.0, gt=0, description="give up on S3 after this long")
+    retry_budget_s: float = Field(
+        300.0,
+        gt=0,
+        description="hard bound on one object-store operation (a table read or commit), "
+        "retries included: the sink fails once it is spent",
+    )
     once: bool = False
     idle_timeout_s: float = Field(3.0, gt=0)
     metrics_host: str = metrics_host_field()

@@ -1,8 +1,9 @@
 """The sink under concurrency and outages, against real Kafka, registry and S3: two instances
 of one group through rebalances, two processes appending to one table on S3, S3 unreachable
-(fail loudly, commit no offset) or cut for a few seconds (retry, finish), a commit whose response
-is lost (not repeated), and the memory bound. Every table is read back and compared with exact
-sets."""
+(fail loudly, commit no offset), stalled (fail within the retry budget, not the object store
+client's minutes) or cut for a few seconds (retry, finish), a commit whose response is lost
+(not repeated, but counted), and the memory bound. Every table is read back and compared with
+exact sets."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ class SinkThread:
         self.sink = sink
         self.assignments: list[set[int]] = []
         self.dropped_on_revoke: list[int] = []
-        self.foreign: list[tuple[str, int, int]] = []
+        self.foreign: list[tuple[str, int]] = []
         self.result: SinkResult | None = None
         self.error: BaseException | None = None
         on_assign, on_revoke, flush_due = sink._on_assign, sink._on_revoke, sink._flush_due
@@ -138,19 +139,20 @@ class SinkThread:
             on_assign(consumer, partitions)
             self.assignments.append({tp.partition for tp in partitions})
 
+        def buffered() -> int:
+            return sum(len(b) for b in sink._batches.values())
+
         def revoked(consumer, partitions):
-            before = sum(len(b.messages) for b in sink._batches.values())
+            before = buffered()
             on_revoke(consumer, partitions)
-            self.dropped_on_revoke.append(
-                before - sum(len(b.messages) for b in sink._batches.values())
-            )
+            self.dropped_on_revoke.append(before - buffered())
 
         def checked_flush_due(now):
             self.foreign += [
-                (m.topic, m.partition, m.offset)
+                key
                 for b in sink._batches.values()
-                for m in b.messages
-                if (m.topic, m.partition) not in sink._assigned
+                for key in b.partitions()
+                if key not in sink._assigned
             ]
             flush_due(now)
 
@@ -426,8 +428,10 @@ COMMIT_PUT = re.compile(rb"PUT /\S*/_delta_log/\d{20}\.json ")
 
 class TcpProxy:
     """Forwards a local port to `target`. `cut()` drops every connection and stops listening
-    (connection refused) until `restore()`; `lose_next_commit_response()` lets the next Delta
-    commit (the PUT of a `_delta_log/<version>.json`) reach S3 but drops its response."""
+    (connection refused) until `restore()`; `stall()` keeps every connection open but forwards
+    nothing more (a server that never answers) until `restore()`, which then closes them;
+    `lose_next_commit_response()` lets the next Delta commit (the PUT of a
+    `_delta_log/<version>.json`) reach S3 but drops its response."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -437,6 +441,8 @@ class TcpProxy:
         self._down = threading.Event()
         self._closed = threading.Event()
         self._lose_commit = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.lost_responses: list[bytes] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -491,6 +497,9 @@ class TcpProxy:
     ) -> None:
         try:
             while data := src.recv(65536):
+                if not self._flowing.is_set():
+                    self._flowing.wait()  # stalled: the peer hears nothing, then loses it
+                    break
                 if requests and self._lose_commit.is_set() and (put := COMMIT_PUT.search(data)):
                     self._lose_commit.clear()
                     self.lost_responses.append(put.group(0))
@@ -519,10 +528,15 @@ class TcpProxy:
                     s.close()
             self._sockets.clear()
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
     def restore(self) -> None:
+        self._flowing.set()
         self._up.set()
 
     def close(self) -> None:
+        self._flowing.set()
         self.cut()
         self._closed.set()
         self._up.set()
@@ -568,14 +582,77 @@ def test_s3_cut_for_seconds_mid_run_is_retried_and_lands_each_record_once(
     finally:
         proxy.close()
 
-    # A commit whose response the cut swallowed is in the table but counted by no one.
-    assert 0 < result.rows["raw"] <= total
+    # A commit whose response the cut swallowed is in the table, and counted all the same.
+    assert result.rows["raw"] == total
     assert result.commits > committed_during_cut
+    table = DeltaTable(f"{lake_uri}/raw", storage_options=options)
+    assert table.version() + 1 == result.commits
     assert_exactly_once(table_rows(f"{lake_uri}/raw", options), set(range(1, total + 1)))
     assert committed_offsets(
         kafka.bootstrap_servers, settings.consumer_group, topics.name("raw"), 2
     ) == {0: total // 2, 1: total // 2}
     print(f"{len(retries(caplog))} retries, {result.commits} commits")
+
+
+def test_s3_that_stops_answering_fails_the_sink_within_the_retry_budget(
+    kafka, schema_registry, s3, s3_bucket, unique
+):
+    """The budget is a hard bound: a stalled server would hold each attempt for the object
+    store client's own timeouts and retries (30 s per request, minutes in all)."""
+    total, budget = 4_000, 3.0
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw")
+    topic = topics.name("raw")
+    send_spread(topics, "raw", range(1, total + 1), 2)
+    lake_uri, options = f"s3://{s3_bucket}/{unique}/lake", s3.storage_options()
+    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    proxy = TcpProxy((host, int(port)))
+    try:
+        connection = connection_for(kafka, schema_registry, s3, lake_uri)
+        settings = sink_settings(
+            unique,
+            poll_batch=200,
+            retry_budget_s=budget,
+            defaults=TableSettings(max_rows=200, max_latency_s=1.0),
+        )
+        proxied = connection.model_copy(
+            update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"}
+        )
+        sink = SinkThread(DeltaSink(settings, proxied, threading.Event()), "sink").start()
+        wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 30)
+        assert sink.thread.is_alive(), "the sink finished before the stall"
+        proxy.stall()
+        stalled = time.monotonic()
+        sink.thread.join(budget + 12)  # a batch is due within a second, then the budget
+        failed_after = time.monotonic() - stalled
+        assert not sink.thread.is_alive(), f"still running {failed_after:.0f}s after the stall"
+        assert isinstance(sink.error, PipelineError), sink.error
+        assert "unreachable" in str(sink.error) and f"{lake_uri}/raw" in str(sink.error)
+    finally:
+        proxy.close()
+
+    # No offset past what the table holds.
+    committed = committed_offsets(kafka.bootstrap_servers, settings.consumer_group, topic, 2)
+    rows = table_rows(f"{lake_uri}/raw", options)
+    held: dict[int, set[int]] = {0: set(), 1: set()}
+    for partition, offset in zip(
+        rows.column("_kafka_partition").to_pylist(),
+        rows.column("_kafka_offset").to_pylist(),
+        strict=True,
+    ):
+        held[partition].add(offset)
+    for partition, offset in committed.items():
+        assert set(range(max(offset, 0))) <= held[partition], (partition, offset)
+    assert sum(max(o, 0) for o in committed.values()) < total, committed
+
+    result = DeltaSink(settings, connection).run()  # S3 answers again: the rest lands
+    assert sum(result.rows.values()) + rows.num_rows == total
+    assert_exactly_once(table_rows(f"{lake_uri}/raw", options), set(range(1, total + 1)))
+    assert committed_offsets(kafka.bootstrap_servers, settings.consumer_group, topic, 2) == {
+        0: total // 2,
+        1: total // 2,
+    }
+    print(f"failed {failed_after:.1f}s after the stall (budget {budget:g}s): {sink.error}")
 
 
 def test_a_commit_whose_response_is_lost_is_not_repeated(
@@ -603,12 +680,13 @@ def test_a_commit_whose_response_is_lost_is_not_repeated(
         proxy.close()
 
     # The commit landed, its writer never heard so: the retried conditional put found the
-    # version taken, and the re-read table showed the batch was already in.
+    # version taken, and the re-read table showed the batch was already in, with the writer's
+    # own commit id: its rows and its commit are counted, once.
     assert len(proxy.lost_responses) == 1, proxy.lost_responses
     assert_exactly_once(table_rows(f"{lake_uri}/raw", options), set(range(1, total + 1)))
     table = DeltaTable(f"{lake_uri}/raw", storage_options=options)
-    assert table.version() + 1 == result.commits + 1
-    assert result.rows["raw"] < total
+    assert table.version() + 1 == result.commits
+    assert result.rows["raw"] == total
     assert committed_offsets(
         kafka.bootstrap_servers, settings.consumer_group, topics.name("raw"), 2
     ) == {0: total // 2, 1: total // 2}
@@ -632,7 +710,7 @@ def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp
     sink = DeltaSink(settings, connection_for(kafka, schema_registry, s3, lake_uri))
 
     def buffered() -> int:
-        return sum(len(b.messages) for b in sink._batches.values())
+        return sink.buffered_rows()  # the batch being written included
 
     def commits() -> int:
         return sum(w.commits for w in sink._writers.values())

@@ -23,6 +23,7 @@ import fastavro
 import pyarrow as pa
 import pytest
 
+from schemas import avro_arrow
 from schemas.avro_arrow import (
     FASTAVRO_RUN,
     FRAME_FIELD,
@@ -448,6 +449,68 @@ def test_a_body_that_kept_its_confluent_header_is_bad_not_garbage_data() -> None
     damage = {2: b"\x00\x00\x00\x00\x07" + bodies[2]}
     good = [b for i, b in enumerate(bodies) if i != 2]
     assert_only_good_rows(schema, corrupted(bodies, damage), good, [2])
+
+
+# --- whole Confluent values: the wire header as a checked prefix ----------------------------
+
+HEADER = b"\x00\x00\x00\x00\x07"  # magic byte, schema id 7
+
+
+def test_whole_values_with_their_wire_header_decode_like_bare_bodies() -> None:
+    schema = curated_schema()
+    bodies = encode(schema, awkward_readings())
+    values = [HEADER + b for b in bodies]
+    table, bad = decode_bodies_checked(schema, values, prefix=HEADER)
+    assert bad == []
+    expected = comparable(fastavro_rows(schema, bodies))
+    assert table.schema == arrow_schema_for(schema)
+    assert comparable(table.to_pylist()) == expected
+    # memoryviews too, and on the fastavro path (a schema polars cannot read)
+    views = decode_bodies(schema, [memoryview(v) for v in values], prefix=HEADER)
+    assert comparable(views.to_pylist()) == expected
+    maps = record([{"name": "m", "type": {"type": "map", "values": "long"}}])
+    rows = [{"m": {"a": i}} for i in range(3)]
+    assert (
+        decode_bodies(maps, [HEADER + b for b in encode(maps, rows)], prefix=HEADER).to_pylist(
+            maps_as_pydicts="strict"
+        )
+        == rows
+    )
+
+
+def test_a_value_with_another_header_or_none_is_bad_and_the_rest_decode() -> None:
+    schema = curated_schema()
+    bodies = encode(schema, [reading(i) for i in range(200)])
+    values = [HEADER + b for b in bodies]
+    values[3] = b"\x00\x00\x00\x00\x08" + bodies[3]  # another schema id
+    values[150] = bodies[150]  # no header at all
+    values[199] = HEADER + bodies[199][:-1]  # truncated, last
+    table, bad = decode_bodies_checked(schema, values, prefix=HEADER)
+    assert [i for i, _ in bad] == [3, 150, 199]
+    assert "expected prefix" in dict(bad)[3]
+    good = [b for i, b in enumerate(bodies) if i not in (3, 150, 199)]
+    assert table.equals(decode_bodies(schema, good))
+
+
+def test_large_batches_decode_in_chunks_with_indexes_across_them(monkeypatch) -> None:
+    monkeypatch.setattr(avro_arrow, "CHUNK_BODIES", 100)
+    schema = curated_schema()
+    bodies = encode(schema, [reading(i) for i in range(350)])
+    values = [HEADER + b for b in bodies]
+    for i in (5, 100, 299):
+        values[i] = values[i][:-1]
+    table, bad = decode_bodies_checked(schema, values, prefix=HEADER)
+    assert [i for i, _ in bad] == [5, 100, 299]
+    good = [b for i, b in enumerate(bodies) if i not in (5, 100, 299)]
+    assert table.to_pylist() == decode_bodies(schema, good).to_pylist()
+    assert table.num_rows == 347
+
+
+def test_the_prefix_field_never_clashes_with_a_field_of_the_schema() -> None:
+    schema = record([{"name": "__sensorstream_prefix", "type": "long"}])
+    values = [HEADER + b for b in encode(schema, [{"__sensorstream_prefix": i} for i in range(4)])]
+    table = decode_bodies(schema, values, prefix=HEADER)
+    assert table.column("__sensorstream_prefix").to_pylist() == [0, 1, 2, 3]
 
 
 def test_bad_utf8_is_reported() -> None:
