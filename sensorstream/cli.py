@@ -229,6 +229,7 @@ def _sink_command(args: argparse.Namespace) -> int:
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.shutdown import stop_on_signals
     from sinks.app import DeltaSink, describe
+    from sinks.metrics import SinkMetrics
     from sinks.settings import SinkSettings
 
     settings = load_settings(
@@ -242,7 +243,7 @@ def _sink_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     families = MetricFamilies()
     with serve_metrics(families.registry, settings), stop_on_signals(stop):
-        result = DeltaSink(settings, connection, stop).run()
+        result = DeltaSink(settings, connection, stop, SinkMetrics(families)).run()
     print(describe(result), flush=True)
     return EXIT_OK
 

@@ -46,6 +46,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.flusher import Flusher
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
+from sinks.metrics import SinkMetrics
 from sinks.records import dead_letter_table, readings_table
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
@@ -69,8 +70,10 @@ class DeltaSink:
         settings: SinkSettings,
         connection: ConnectionSettings,
         stop: threading.Event | None = None,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or SinkMetrics()
         self.connection = connection
         self.stop = stop or threading.Event()
         self.storage_options = connection.storage_options() or None
@@ -167,6 +170,7 @@ class DeltaSink:
             "max.poll.interval.ms": 600000,
             "topic.metadata.refresh.interval.ms": 10000,  # find new regional topics soon
             "logger": kafka_logger(),
+            **self.metrics.consumer_config(),
         }
         if s.instance_id:
             config["group.instance.id"] = s.instance_id
@@ -192,6 +196,7 @@ class DeltaSink:
                         idle_since = now
                     self._flusher.poll()
                     self._flush_due(now)
+                    self.metrics.buffered(self.buffered_rows())
                     if (
                         self.settings.once
                         and self._assigned
@@ -199,6 +204,7 @@ class DeltaSink:
                     ):
                         break  # nothing new for a while: land what is buffered and exit
                 self._flush_all()
+                self.metrics.buffered(self.buffered_rows())
         finally:
             consumer.close()
         return SinkResult(
@@ -212,7 +218,8 @@ class DeltaSink:
         """Append one consume() result to the tables' batches, a list comprehension per column
         rather than an object per message."""
         errors = [m.error() for m in messages]
-        if errors.count(None) != len(errors):
+        # Not `errors.count(None)`: comparing a KafkaError with None raises.
+        if any(error is not None for error in errors):
             for error in errors:
                 if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", error)
@@ -260,6 +267,7 @@ class DeltaSink:
     def _write(self, target: TableTarget, records: BufferedRecords) -> dict[tuple[str, int], int]:
         """Step 3 of the protocol for one batch (on the flush thread); returns the offsets it
         covers, for the loop to commit (step 4)."""
+        started = time.monotonic()
         last_offsets = records.last_offsets
         now = datetime.now(UTC)
         if target.route == DLQ_ROUTE:
@@ -274,6 +282,7 @@ class DeltaSink:
             letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)
             self.writer(dlq_target).write(letters, last_offsets)
             self.dead_letters += len(dead)
+            self.metrics.dead_rows(dead)
             log.warning(
                 "%d records of %s went to the dead-letter table, e.g. %s",
                 len(dead),
@@ -283,8 +292,14 @@ class DeltaSink:
         failpoint("sink.between_tables")
         if table is not None and target.settings.landing:
             self._land(target, table)
-        if table is not None:
-            self.writer(target).write(table, last_offsets)
+        written = self.writer(target).write(table, last_offsets) if table is not None else 0
+        self.metrics.batch_landed(
+            target.route,
+            messages=len(records),
+            rows=written,
+            seconds=time.monotonic() - started,
+            table=table,
+        )
         failpoint("sink.before_offsets")
         return last_offsets
 
@@ -320,7 +335,9 @@ class DeltaSink:
         if not offsets:
             return
         try:
+            committing = time.monotonic()
             self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.offsets_committed(time.monotonic() - committing)
         except KafkaException as exc:
             # Safe to lose: the table's txn versions say where to resume.
             log.warning("committing offsets failed (%s); the tables' txn versions cover it", exc)

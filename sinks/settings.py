@@ -6,7 +6,7 @@ alerting), the others every tens of seconds (fewer, larger files for Databricks)
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sensorstream.metrics import SINK_METRICS_PORT, metrics_host_field, metrics_port_field
@@ -35,8 +35,12 @@ class TableSettings(BaseModel):
     landing: bool = Field(False, description="also write the Auto Loader Parquet landing area")
 
 
-def _default_routes() -> dict[str, TableSettings]:
-    return {"emergency": TableSettings(max_latency_s=1.0), "dlq": TableSettings(max_latency_s=5.0)}
+# Built-in per-route values. A `routes:` entry of the user's changes only the keys it sets, so
+# configuring, say, `emergency: {hourly: true}` keeps the emergency table's 1 s latency.
+ROUTE_DEFAULTS: dict[str, dict[str, object]] = {
+    "emergency": {"max_latency_s": 1.0},
+    "dlq": {"max_latency_s": 5.0},
+}
 
 
 class SinkSettings(LayeredSettings):
@@ -48,7 +52,11 @@ class SinkSettings(LayeredSettings):
     topic_prefix: str = Field("sensors.", description="stripped from a topic to name its route")
     dead_letter_topic: str = "sensors.dlq"
     defaults: TableSettings = Field(default_factory=TableSettings)
-    routes: dict[str, TableSettings] = Field(default_factory=_default_routes)
+    routes: dict[str, TableSettings] = Field(
+        default_factory=dict,
+        description="per-route overrides, key by key, of `defaults` and the built-in route "
+        "values (emergency: max_latency_s 1; dlq: 5)",
+    )
     max_buffered_rows: int = Field(
         500_000, ge=1000, description="memory bound: the fullest batch is flushed beyond it"
     )
@@ -68,5 +76,24 @@ class SinkSettings(LayeredSettings):
     metrics_host: str = metrics_host_field()
     metrics_port: int = metrics_port_field(SINK_METRICS_PORT)
 
+    @model_validator(mode="after")
+    def _landing_stays_in_the_lake(self) -> SinkSettings:
+        for route in {*self.routes, *ROUTE_DEFAULTS}:
+            table = self.table_settings(route)
+            if table.landing and table.uri is not None:
+                raise ValueError(
+                    f"route {route}: landing with a table uri of its own is not supported: the "
+                    "landing area is written under SENSORSTREAM_LAKE_URI/landing/, which would "
+                    "put this route's records outside the location its uri keeps them in"
+                )
+        return self
+
     def table_settings(self, route: str) -> TableSettings:
-        return self.routes.get(route, self.defaults)
+        """`defaults`, then the built-in values for `route`, then the user's `routes` entry:
+        each layer changes only the keys it sets."""
+        merged = self.defaults.model_dump(exclude_unset=True)
+        merged.update(ROUTE_DEFAULTS.get(route, {}))
+        override = self.routes.get(route)
+        if override is not None:
+            merged.update(override.model_dump(exclude_unset=True))
+        return TableSettings(**merged)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sensorstream.metrics import MetricFamilies, serve_metrics
+from sinks.app import DeltaSink
+from sinks.metrics import SinkMetrics
 from stream_apps.app import RouterApp
 from stream_apps.metrics import RouterMetrics
 from tests.integration.test_producer_metrics import scrape, value
@@ -16,6 +18,7 @@ from tests.integration.test_router import (
     router_settings,
     routing_file,
 )
+from tests.integration.test_sink import sink_settings
 from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -51,3 +54,33 @@ def test_router_metrics_count_what_each_route_received(connection, tmp_path, uni
     assert dead == len(NODES) == result.dead_letters
     assert value(samples, "sensorstream_router_routing_version") == 1
     assert value(samples, "sensorstream_commit_duration_seconds_count", stage="router") >= 1
+
+
+def test_sink_metrics_count_the_rows_each_table_received(connection, tmp_path, unique):
+    produce_nodes(tmp_path, connection, unique, NODES)
+    RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
+    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
+    settings = sink_settings(unique, metrics_port=free_port(), metrics_host="127.0.0.1").model_copy(
+        update={"topics": [*routed, f"^t\\.{unique}\\.regional\\..+"]}
+    )
+    families = MetricFamilies()
+    with serve_metrics(families.registry, settings) as endpoint:
+        result = DeltaSink(settings, connection, metrics=SinkMetrics(families)).run()
+        samples = scrape(endpoint.url)
+
+    per_route = {route: len(NODES) * len(names) for route, names in EXPECTED.items()}
+    per_route["regional"] = len(NODES) * len(READINGS)
+    dead = len(NODES)  # out_of_range, dead-lettered by the router's schematized validation
+    assert value(samples, "sensorstream_records_in_total", stage="sink") == (
+        sum(per_route.values()) + dead
+    )
+    for route, rows in per_route.items():
+        assert value(samples, "sensorstream_records_out_total", stage="sink", route=route) == rows
+        count = value(
+            samples, "sensorstream_end_to_end_latency_seconds_count", stage="sink", route=route
+        )
+        assert count == rows, route
+    assert value(samples, "sensorstream_records_out_total", stage="sink", route="dlq") == dead
+    assert sum(result.rows.values()) == sum(per_route.values()) + dead
+    assert value(samples, "sensorstream_commit_duration_seconds_count", stage="sink") >= 1
+    assert value(samples, "sensorstream_sink_buffered_records") == 0
