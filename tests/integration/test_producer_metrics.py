@@ -3,7 +3,6 @@ broker: the counts are the rows that were committed, once, and the gauges say wh
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, SteppingClock, run_simulator
 from producers.tailer import EdgeTailer
 from sensorstream.metrics import MetricFamilies, serve_metrics
+from tests.integration.test_producer_bad_source import cli_environment
 from tests.kafka_helpers import read_topic
 from tests.processes import free_port
 
@@ -170,20 +170,8 @@ def test_the_produce_command_serves_metrics_on_its_flag_port(
     db = tmp_path / "edge.db"
     simulate(db, 1500, datetime.now(UTC))
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SENSORSTREAM_", "KAFKA_", "SCHEMA_REGISTRY_"))
-    }
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        SCHEMA_REGISTRY_URL=schema_registry.url,
-        SENSORSTREAM_PRODUCER_TOPIC=f"t.readings.{unique}",
-        SENSORSTREAM_PRODUCER_DEAD_LETTER_TOPIC=f"t.dlq.{unique}",
-        SENSORSTREAM_PRODUCER_CHECKPOINT_TOPIC=f"t.ckpt.{unique}",
-        SENSORSTREAM_PRODUCER_NODE_ID=f"n-{unique}",
-        SENSORSTREAM_PRODUCER_METRICS_PORT=str(free_port()),  # the flag wins over this
-    )
+    env = cli_environment(kafka, schema_registry, unique)
+    env["SENSORSTREAM_PRODUCER_METRICS_PORT"] = str(free_port())  # the flag wins over this
     command = [sys.executable, "-m", "sensorstream", "produce", "--sqlite", str(db)]
     process = subprocess.Popen(
         [*command, "--metrics-port", str(port)],
