@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -89,6 +90,7 @@ class DeltaSink:
         )
         self.consumer: Consumer | None = None
         self.dead_letters = 0
+        self._rebalance_error: BaseException | None = None
 
     def buffered_rows(self) -> int:
         """Records held in memory: buffered, plus the batch being written."""
@@ -123,6 +125,26 @@ class DeltaSink:
         return writer
 
     # -- rebalancing -----------------------------------------------------------------------
+
+    def _rebalance_guard(
+        self, handler: Callable[[Consumer, list[TopicPartition]], None]
+    ) -> Callable[[Consumer, list[TopicPartition]], None]:
+        """Keep an exception of a rebalance callback for the loop to raise.
+
+        Raised inside the callback, it would cross confluent-kafka's `consume()`, which leaves
+        it pending instead of raising it: the next C call then fails with an unrelated
+        `SystemError` ("... returned a result with an exception set"), far from the cause
+        (an unreachable table store while reading txn versions, say).
+        """
+
+        def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            try:
+                handler(consumer, partitions)
+            except BaseException as exc:  # re-raised by the loop, right after consume()
+                if self._rebalance_error is None:
+                    self._rebalance_error = exc
+
+        return guarded
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flusher.wait()  # the writers are the flush thread's while a batch is written
@@ -181,15 +203,17 @@ class DeltaSink:
         consumer = self.consumer = self._consumer()
         consumer.subscribe(
             self.settings.topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_assign=self._rebalance_guard(self._on_assign),
+            on_revoke=self._rebalance_guard(self._on_revoke),
+            on_lost=self._rebalance_guard(self._on_revoke),
         )
         idle_since = time.monotonic()
         try:
             with quiet_gc():
                 while not self.stop.is_set():
                     messages = consumer.consume(self.settings.poll_batch, timeout=0.2)
+                    if self._rebalance_error is not None:
+                        raise self._rebalance_error
                     now = time.monotonic()
                     if messages:
                         self._buffer(messages)

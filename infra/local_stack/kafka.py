@@ -115,7 +115,7 @@ class KafkaServer(LocalServer):
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
@@ -153,3 +153,12 @@ class KafkaServer(LocalServer):
 
     def exports(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own `Uuid.randomUuid()`, never one that starts
+    with "-": the storage tool's argument parser would read it as an option (1 run in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -142,3 +142,17 @@ def test_env_exports_cover_the_connection_settings(settings):
         "AWS_SECRET_ACCESS_KEY",
     } <= exports.keys()
     assert exports["SCHEMA_REGISTRY_URL"].endswith("/apis/ccompat/v7")
+
+
+def test_cluster_ids_never_look_like_an_option(monkeypatch):
+    """A cluster id starting with "-" made the storage tool fail with "expected one argument"."""
+    import uuid
+
+    from infra.local_stack import kafka
+
+    leading_dash = uuid.UUID(bytes=b"\xfb" + bytes(15))  # urlsafe base64 "-w..."
+    ids = iter([leading_dash, uuid.UUID(int=7)])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(ids))
+    cluster_id = kafka._cluster_id()
+    assert not cluster_id.startswith("-")
+    assert len(cluster_id) == 22
