@@ -170,7 +170,9 @@ class Out:
 
 def read_records(kafka, decoder: AvroDecoder, topic: str) -> list[Out]:
     out = []
-    for m in read_topic(kafka.bootstrap_servers, topic):
+    # Every router has ended; a killed one's open transaction is aborted by the broker after
+    # its timeout, and records committed behind it are only readable then: wait for it.
+    for m in read_topic(kafka.bootstrap_servers, topic, await_open_transactions=True):
         _, record = decoder.decode(m.value())
         headers = {k: v.decode() for k, v in (m.headers() or [])}
         key = (record["_node_id"], record["_source_rowid"])
@@ -486,7 +488,7 @@ def assert_every_route_exactly_once(kafka, schema_registry, names: Names, nodes)
 
     schematized = read_records(kafka, decoder, names.topic("schematized"))
     refused = []
-    for m in read_topic(kafka.bootstrap_servers, names.dlq):
+    for m in read_topic(kafka.bootstrap_servers, names.dlq, await_open_transactions=True):
         headers = {k: v.decode() for k, v in (m.headers() or [])}
         assert headers.get(HEADER_ROUTE) == "schematized", headers
         _, record = decoder.decode(m.value())
