@@ -72,17 +72,7 @@ def _run(plan: Any, variant: str, run_id: str) -> dict[str, Any]:
         "seconds": round(time.monotonic() - began, 1),
         "phases_s": {k: round(v, 1) for k, v in result.phases.items()},
         "rows_written": result.written,
-        "tables": [
-            {
-                "table": c.table,
-                "expected": c.expected,
-                "landed": c.landed,
-                "missing": len(c.missing),
-                "duplicated": len(c.duplicated),
-                "unexpected": len(c.unexpected),
-            }
-            for c in result.checks
-        ],
+        "tables": [c.counts() for c in result.checks],
         "kills": [dataclasses.asdict(k) for k in result.kills],
         "self_exits": result.self_exits,
         "events": [dataclasses.asdict(e) for e in result.events],

@@ -75,19 +75,17 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"n": n, "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": ordered[-1]}
 
 
-class CommitWatch:
-    """When each row was committed to SQLite, to within the poll interval.
+class _Watch:
+    """A daemon thread running `_run` until `stop()`: what both watches share."""
 
-    A thread polls every node's max(rowid) on a read-only connection (WAL: never in the
-    writer's way) and notes each change; a rowid was committed at the first poll that saw it.
-    """
+    name = "watch"
 
-    def __init__(self, nodes: list[EdgeNode], poll_s: float = COMMIT_POLL_S) -> None:
-        self.nodes = nodes
-        self.poll_s = poll_s
-        self.seen: dict[str, tuple[list[int], list[float]]] = {n.node_id: ([], []) for n in nodes}
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="commit-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._thread.start()
@@ -95,6 +93,22 @@ class CommitWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+class CommitWatch(_Watch):
+    """When each row was committed to SQLite, to within the poll interval.
+
+    A thread polls every node's max(rowid) on a read-only connection (WAL: never in the
+    writer's way) and notes each change; a rowid was committed at the first poll that saw it.
+    """
+
+    name = "commit-watch"
+
+    def __init__(self, nodes: list[EdgeNode], poll_s: float = COMMIT_POLL_S) -> None:
+        self.nodes = nodes
+        self.poll_s = poll_s
+        self.seen: dict[str, tuple[list[int], list[float]]] = {n.node_id: ([], []) for n in nodes}
+        super().__init__()
 
     def _run(self) -> None:
         conns = {
@@ -121,7 +135,7 @@ class CommitWatch:
         return times[i] if i < len(times) else None
 
 
-class TopicWatch:
+class TopicWatch(_Watch):
     """When each emergency record became readable (read_committed) in its routed topic.
 
     Splits the emergency route's latency into its Kafka part (producer and router) and the
@@ -129,21 +143,15 @@ class TopicWatch:
     and decodes each record (about 5% of the rows) for its (`_node_id`, `_source_rowid`).
     """
 
+    name = "topic-watch"
+
     def __init__(self, kafka_config: dict[str, str], registry_url: str, topic: str) -> None:
         self.kafka_config = kafka_config
         self.registry_url = registry_url
         self.topic = topic
         self.seen: dict[tuple[str, int], float] = {}
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="topic-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        super().__init__()
 
     def _run(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition

@@ -252,19 +252,7 @@ def verify(pipe: E2EPipeline) -> list[dict[str, Any]]:
     landed = landed_rows(
         pipe.servers.lake_uri, pipe.servers.storage_options, expected, pipe.servers.registry_url
     )
-    return [
-        {
-            "table": c.table,
-            "expected": c.expected,
-            "landed": c.landed,
-            "missing": len(c.missing),
-            "duplicated": len(c.duplicated),
-            "unexpected": len(c.unexpected),
-            "ok": c.ok,
-            "detail": c.describe(),
-        }
-        for c in compare(expected, landed)
-    ]
+    return [{**c.counts(), "detail": c.describe()} for c in compare(expected, landed)]
 
 
 # -- the two modes -----------------------------------------------------------------------------

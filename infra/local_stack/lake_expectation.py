@@ -58,6 +58,18 @@ class TableCheck:
                 parts.append(f"{len(items):,} {label} (e.g. {sorted(items)[:sample]})")
         return line + "  " + "; ".join(parts)
 
+    def counts(self) -> dict[str, object]:
+        """The check as numbers, for a benchmark's JSON result."""
+        return {
+            "table": self.table,
+            "expected": self.expected,
+            "landed": self.landed,
+            "missing": len(self.missing),
+            "duplicated": len(self.duplicated),
+            "unexpected": len(self.unexpected),
+            "ok": self.ok,
+        }
+
 
 def _routing(path: Path, schema: dict[str, Any]) -> Any:
     from schemas.value_schema import PROVENANCE_NAMES, curated_schema
