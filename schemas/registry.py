@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 _HEADER = struct.Struct(">bI")
+_COMPATIBILITY_ATTEMPTS = 3
 WIRE_HEADER_SIZE = _HEADER.size
 
 
@@ -54,10 +55,8 @@ class SchemaRegistry:
         on every start.
         """
         subject = f"{topic}-value"
+        self._require_backward(subject)
         try:
-            if subject not in self._compatibility_set:
-                self.client.set_compatibility(subject, "BACKWARD")
-                self._compatibility_set.add(subject)
             return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 409:
@@ -66,6 +65,25 @@ class SchemaRegistry:
                     f"compatible: {exc.error_message}"
                 ) from exc
             raise
+
+    def _require_backward(self, subject: str) -> None:
+        """Set the subject's compatibility to BACKWARD (once per process).
+
+        Several routers meet a new output subject at the same moment. Apicurio answers the
+        loser of that race with 409 "A rule named 'COMPATIBILITY' already exists": not an
+        incompatible schema (which would send the record to the dead-letter topic) but a rule
+        another instance has just created. Setting it again is then an update, and succeeds.
+        """
+        if subject in self._compatibility_set:
+            return
+        for attempt in range(_COMPATIBILITY_ATTEMPTS):
+            try:
+                self.client.set_compatibility(subject, "BACKWARD")
+                break
+            except SchemaRegistryError as exc:
+                if exc.http_status_code != 409 or attempt == _COMPATIBILITY_ATTEMPTS - 1:
+                    raise
+        self._compatibility_set.add(subject)
 
     def schema_by_id(self, schema_id: int) -> dict | None:
         """The schema registered under the global `schema_id`, or None when there is none."""
