@@ -8,10 +8,13 @@ The protocol, per table and topic-partition:
 3. Dead rows of the batch are appended to the dead-letter table, then the batch to its table,
    each commit carrying the batch's last offsets as txn versions; each writer drops rows its
    table already holds, so replays are harmless. This runs on a worker thread
-   (`sinks.flusher`), one batch at a time and in order, while the loop consumes the next.
+   (`sinks.flusher`), one batch per table at a time and in order, while the loop consumes the
+   next; different tables write side by side, so a 1-second table never waits for a
+   30-second one. A batch that comes due while its table's previous one is still being
+   written keeps filling until that one has landed.
 4. Only then, back on the loop's thread, are the consumer offsets committed. A crash anywhere
    in between replays the batch, and step 3 makes the replay a no-op for whatever had landed.
-On a rebalance, the batch being written lands (and its offsets are committed) first; then the
+On a rebalance, the batches being written land (and its offsets are committed) first; then the
 unflushed records of revoked partitions are dropped: their new owner replays them from the
 committed offsets and step 1 skips what had landed.
 """
@@ -44,7 +47,7 @@ from sensorstream.logs import kafka_logger
 from sensorstream.settings import ConnectionSettings
 from sinks.batch import BufferedRecords, TableBatch
 from sinks.delta_writer import DeltaTableWriter
-from sinks.flusher import Flusher
+from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
 from sinks.metrics import SinkMetrics
@@ -85,20 +88,30 @@ class DeltaSink:
         self._assigned: set[tuple[str, int]] = set()
         self._landing = LandingWriter(connection.lake_uri, self.storage_options)
         self._landed: dict[tuple[str, int], int] = {}
-        self._flusher: Flusher[dict[tuple[str, int], int]] = Flusher(
+        self._flushes: FlushLanes[str, dict[tuple[str, int], int]] = FlushLanes(
             self._commit_offsets, background=settings.background_flush
         )
+        # Flush threads of several tables meet here: the dead-letter table's writer, created
+        # by whichever needs it first, and the dead-letter count.
+        self._shared = threading.Lock()
         self.consumer: Consumer | None = None
         self.dead_letters = 0
         self._rebalance_error: BaseException | None = None
 
     def buffered_rows(self) -> int:
-        """Records held in memory: buffered, plus the batch being written."""
-        return sum(len(b) for b in self._batches.values()) + self._flusher.rows_in_flight
+        """Records held in memory: buffered, plus the batches being written."""
+        return sum(len(b) for b in self._batches.values()) + self._flushes.rows_in_flight
 
     # -- tables ----------------------------------------------------------------------------
 
     def target(self, topic: str) -> TableTarget:
+        target = self._targets.get(topic)
+        if target is not None:
+            return target
+        with self._shared:
+            return self._new_target(topic)
+
+    def _new_target(self, topic: str) -> TableTarget:
         target = self._targets.get(topic)
         if target is None:
             if topic == self.settings.dead_letter_topic:
@@ -114,15 +127,19 @@ class DeltaSink:
 
     def writer(self, target: TableTarget) -> DeltaTableWriter:
         writer = self._writers.get(target.uri)
-        if writer is None:
-            writer = self._writers[target.uri] = DeltaTableWriter(
-                target,
-                self.storage_options,
-                checkpoint_interval=self.settings.checkpoint_interval,
-                retry_budget_s=self.settings.retry_budget_s,
-                stop=self.stop,
-            )
-        return writer
+        if writer is not None:
+            return writer
+        with self._shared:
+            writer = self._writers.get(target.uri)
+            if writer is None:
+                writer = self._writers[target.uri] = DeltaTableWriter(
+                    target,
+                    self.storage_options,
+                    checkpoint_interval=self.settings.checkpoint_interval,
+                    retry_budget_s=self.settings.retry_budget_s,
+                    stop=self.stop,
+                )
+            return writer
 
     # -- rebalancing -----------------------------------------------------------------------
 
@@ -147,7 +164,7 @@ class DeltaSink:
         return guarded
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._flusher.wait()  # the writers are the flush thread's while a batch is written
+        self._flushes.wait()  # the writers are the flush threads' while batches are written
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 30)
         }
@@ -172,7 +189,7 @@ class DeltaSink:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._flusher.wait()  # land the batch being written, commit its offsets while owned
+        self._flushes.wait()  # land the batches being written, commit offsets while owned
         for batch in self._batches.values():
             batch.drop_partitions(revoked)
         self._assigned -= revoked
@@ -218,7 +235,7 @@ class DeltaSink:
                     if messages:
                         self._buffer(messages)
                         idle_since = now
-                    self._flusher.poll()
+                    self._flushes.poll()
                     self._flush_due(now)
                     self.metrics.buffered(self.buffered_rows())
                     if (
@@ -268,25 +285,30 @@ class DeltaSink:
         return batch
 
     def _flush_due(self, now: float) -> None:
-        for batch in list(self._batches.values()):
-            if batch.due(now):
+        for uri, batch in list(self._batches.items()):
+            # A full batch waits for its lane; one merely due by time keeps filling meanwhile
+            # (while behind, batches then grow to what arrives during one write).
+            if batch.full() or (batch.due(now) and not self._flushes.busy(uri)):
                 self._flush(batch)
         while self.buffered_rows() > self.settings.max_buffered_rows:
-            if self._flusher.rows_in_flight:
-                self._flusher.wait()
-                continue
-            self._flush(max(self._batches.values(), key=len))
+            fullest = max(self._batches.values(), key=len, default=None)
+            if fullest is None or not len(fullest):
+                self._flushes.wait()  # every buffered record is being written already
+            elif self._flushes.busy(fullest.target.uri):
+                self._flushes.wait(fullest.target.uri)
+            else:
+                self._flush(fullest)
 
     def _flush_all(self) -> None:
         for batch in list(self._batches.values()):
             if len(batch):
                 self._flush(batch)
-        self._flusher.wait()
+        self._flushes.wait()
 
     def _flush(self, batch: TableBatch) -> None:
-        """Hand the batch to the flush thread; its offsets are committed when it has landed."""
+        """Hand the batch to its table's lane; its offsets are committed when it has landed."""
         target, records = batch.target, batch.take()
-        self._flusher.submit(lambda: self._write(target, records), len(records))
+        self._flushes.submit(target.uri, lambda: self._write(target, records), len(records))
 
     def _write(self, target: TableTarget, records: BufferedRecords) -> dict[tuple[str, int], int]:
         """Step 3 of the protocol for one batch (on the flush thread); returns the offsets it
@@ -305,7 +327,8 @@ class DeltaSink:
             dlq_target = self.target(self.settings.dead_letter_topic)
             letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)
             self.writer(dlq_target).write(letters, last_offsets)
-            self.dead_letters += len(dead)
+            with self._shared:
+                self.dead_letters += len(dead)
             self.metrics.dead_rows(dead)
             log.warning(
                 "%d records of %s went to the dead-letter table, e.g. %s",

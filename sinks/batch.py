@@ -93,6 +93,28 @@ class BufferedRecords:
         self.last_offsets = last
 
 
+UPSTREAM_SHARE = 0.5
+"""At most this share of a table's `max_latency_s` is made up for time spent upstream."""
+
+
+def upstream_seconds(timestamps_ms: list[int], max_latency_s: float, wall_now: float) -> float:
+    """How long the oldest of these records had been in the pipeline when it reached the sink,
+    counted from its Kafka timestamp (the producer's send time, which the router keeps), and
+    capped at `UPSTREAM_SHARE` of the table's latency.
+
+    A route's `max_latency_s` is what its readers wait for a row, so the sink starts the clock
+    where the pipeline does, not where the sink first saw the row: counted from arrival, a
+    30-second table showed rows 30 s plus the producer and router's time after they were
+    written. The cap keeps batches whole when the sink is behind (every record is old then)
+    and limits what a node's fast clock can take off; a slow clock counts as no time upstream.
+    """
+    stamped = [t for t in timestamps_ms if t > 0]
+    if not stamped:
+        return 0.0
+    age = wall_now - min(stamped) / 1000.0
+    return min(max(age, 0.0), max_latency_s * UPSTREAM_SHARE)
+
+
 class TableBatch:
     """The records buffered for one table, and when its flush policy says to write them."""
 
@@ -100,7 +122,8 @@ class TableBatch:
         self.target = target
         self.records = BufferedRecords()
         self.size = 0
-        self.started = 0.0
+        self.deadline = 0.0
+        """When its oldest record has waited as long as the route allows (monotonic)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -109,18 +132,21 @@ class TableBatch:
         """Append error-free confluent-kafka messages of `topic`, as they were consumed."""
         if not messages:
             return
-        if not self.records.offsets:
-            self.started = time.monotonic()
         r = self.records
         partitions = [m.partition() for m in messages]
         offsets = [m.offset() for m in messages]
         values = [m.value() for m in messages]
+        timestamps = [m.timestamp()[1] for m in messages]
+        if not r.offsets:
+            latency = self.target.settings.max_latency_s
+            upstream = upstream_seconds(timestamps, latency, time.time())
+            self.deadline = time.monotonic() + latency - upstream
         r.topics.extend(repeat(topic, len(messages)))
         r.partitions += partitions
         r.offsets += offsets
         r.values += values
         r.keys += [m.key() for m in messages]
-        r.timestamps += [m.timestamp()[1] for m in messages]
+        r.timestamps += timestamps
         r.headers += [m.headers() for m in messages]
         try:
             size = sum(map(len, values))
@@ -132,12 +158,14 @@ class TableBatch:
             key = (topic, partition)
             r.last_offsets[key] = max(r.last_offsets.get(key, -1), offset)
 
-    def due(self, now: float) -> bool:
+    def full(self) -> bool:
+        """At the route's max rows or bytes: write it now, waiting for its lane if need be."""
         s = self.target.settings
-        rows = len(self.records)
-        return bool(rows) and (
-            rows >= s.max_rows or self.size >= s.max_bytes or now - self.started >= s.max_latency_s
-        )
+        return len(self.records) >= s.max_rows or self.size >= s.max_bytes
+
+    def due(self, now: float) -> bool:
+        """Full, or its oldest record has waited as long as the route allows."""
+        return bool(len(self.records)) and (self.full() or now >= self.deadline)
 
     def take(self) -> BufferedRecords:
         """The buffered records, handed over to a flush; the batch starts empty again."""

@@ -83,6 +83,8 @@ class DeltaTableWriter:
         self._retry = RetryBudget(retry_budget_s, is_transient, self.stop)
         self._table: DeltaTable | None = None
         self._failed: PipelineError | None = None
+        # The dead-letter table's writer is shared by every table's flush thread.
+        self._lock = threading.Lock()
         self.commits = 0
         self.rows = 0
 
@@ -132,15 +134,17 @@ class DeltaTableWriter:
         good records. New columns fit (the table's schema is merged); so do the widenings
         Avro allows (int to long, float to double).
         """
-        table = self._load()
+        with self._lock:
+            table = self._load()
         if table is None:
             return []
         return conflicts(schema, pa.schema(table.schema().to_arrow()), "the table")
 
     def txn_version(self, topic: str, partition: int) -> int | None:
         """The last offset of `topic`/`partition` this table holds, or None."""
-        table = self._load()
-        return None if table is None else table.transaction_version(app_id(topic, partition))
+        with self._lock:
+            table = self._load()
+            return None if table is None else table.transaction_version(app_id(topic, partition))
 
     def _unwritten(
         self, data: pa.Table, table: DeltaTable | None, pairs: list[tuple[str, int]]
@@ -202,6 +206,10 @@ class DeltaTableWriter:
         attempt re-reads the table first: a commit that succeeded although its response was
         lost is then seen, and not repeated.
         """
+        with self._lock:
+            return self._write(data, last_offsets)
+
+    def _write(self, data: pa.Table, last_offsets: dict[tuple[str, int], int]) -> int:
         transactions = [
             Transaction(app_id(t, p), offset) for (t, p), offset in last_offsets.items()
         ]
