@@ -208,6 +208,11 @@ class DeltaSink:
             "session.timeout.ms": 15000,
             "max.poll.interval.ms": 600000,
             "topic.metadata.refresh.interval.ms": 10000,  # find new regional topics soon
+            # librdkafka stops fetching a partition whose prefetch queue is full and, by
+            # default, waits a whole second before asking again: a sink that empties the
+            # queue faster than that (catching up) sat idle most of the time. Consuming alone
+            # went from 0.23M to 1.7M records/s here with 10 ms.
+            "fetch.queue.backoff.ms": 10,
             "logger": kafka_logger(),
             **self.metrics.consumer_config(),
         }
