@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -51,13 +52,25 @@ from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
 from sinks.metrics import SinkMetrics
-from sinks.records import dead_letter_table, readings_table
+from sinks.records import DecodedReadings, dead_letter_table, decode_readings
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
 
 log = logging.getLogger("sensorstream.sink")
 
 DLQ_ROUTE = "dlq"
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch decoded on a flush thread, ready for its table once the previous batch landed."""
+
+    decoded: DecodedReadings | pa.Table | None
+    """The readings, or for the dead-letter topic's batch its rows already."""
+    now: datetime
+    """When it was taken: its `_ingested_at`."""
+    seconds: float
+    """Time spent decoding it."""
 
 
 @dataclass(frozen=True)
@@ -313,21 +326,36 @@ class DeltaSink:
     def _flush(self, batch: TableBatch) -> None:
         """Hand the batch to its table's lane; its offsets are committed when it has landed."""
         target, records = batch.target, batch.take()
-        self._flushes.submit(target.uri, lambda: self._write(target, records), len(records))
+        self._flushes.submit(
+            target.uri,
+            lambda: self._prepare(target, records),
+            lambda prepared: self._write(target, records, prepared),
+            len(records),
+        )
 
-    def _write(self, target: TableTarget, records: BufferedRecords) -> dict[tuple[str, int], int]:
-        """Step 3 of the protocol for one batch (on the flush thread); returns the offsets it
-        covers, for the loop to commit (step 4)."""
+    def _prepare(self, target: TableTarget, records: BufferedRecords) -> PreparedBatch:
+        """Decode a batch (on a flush thread), maybe before its table's previous batch has
+        landed: nothing here depends on the table."""
+        started, now = time.monotonic(), datetime.now(UTC)
+        if target.route == DLQ_ROUTE:
+            decoded = dead_letter_table(records.messages(), [], target.settings.hourly, now)
+        else:
+            decoded = decode_readings(target, records, self.decoder, now)
+        return PreparedBatch(decoded, now, time.monotonic() - started)
+
+    def _write(
+        self, target: TableTarget, records: BufferedRecords, prepared: PreparedBatch
+    ) -> dict[tuple[str, int], int]:
+        """Step 3 of the protocol for one batch (on a flush thread, after the table's previous
+        batch has landed); returns the offsets it covers, for the loop to commit (step 4)."""
         started = time.monotonic()
         last_offsets = records.last_offsets
-        now = datetime.now(UTC)
-        if target.route == DLQ_ROUTE:
-            table = dead_letter_table(records.messages(), [], target.settings.hourly, now)
-            dead = []
-        else:
-            writer = self.writer(target)
-            table, dead = readings_table(target, records, self.decoder, now, writer.misfits)
+        decoded, now = prepared.decoded, prepared.now
+        if isinstance(decoded, DecodedReadings):
+            table, dead = decoded.fit(self.writer(target).misfits)
             records.release_values()
+        else:
+            table, dead = decoded, []
         if dead:
             dlq_target = self.target(self.settings.dead_letter_topic)
             letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)
@@ -349,7 +377,7 @@ class DeltaSink:
             target.route,
             messages=len(records),
             rows=written,
-            seconds=time.monotonic() - started,
+            seconds=prepared.seconds + time.monotonic() - started,
             table=table,
         )
         failpoint("sink.before_offsets")

@@ -14,75 +14,97 @@ dead-letter table, which every lane may append to, serialises those writes with 
 lock; its txn versions are per source topic-partition, so they too only grow.)
 
 The exactly-once protocol stays serial where it matters, within a lane:
-* At most one flush of a table runs at a time, and its flushes start in the order they were
-  handed over, so a table's txn version for a partition only ever grows (a later batch
-  committed first would make the table drop the earlier batch's rows as "already written").
+* A table's batches are committed one at a time, in the order they were handed over, so a
+  table's txn version for a partition only ever grows (a later batch committed first would
+  make the table drop the earlier batch's rows as "already written"). Only their preparation
+  (decoding, which does not look at the table) runs ahead, one batch deep; whether a batch's
+  schemas fit the table is decided in its commit step, after the previous batch's commit.
 * A flush's result (the offsets it covers) is handed back on the sink's own thread, which
   commits the consumer offsets only then: never past a batch that is not in its table.
 * A flush that failed fails the sink at the next `poll`, `wait` or `submit`; nothing handed
-  over after it runs.
+  over after it in its lane commits.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
+P = TypeVar("P")
+
+DEPTH = 2
+"""Batches of one table in flight: one committing while the next one decodes."""
+
+
+class EarlierFlushFailed(Exception):
+    """A flush not committed because one before it in its lane failed (that one is raised)."""
 
 
 class Flusher(Generic[R]):
-    """One lane: runs flushes one at a time on a worker thread; `on_done` gets each result,
-    in order, on the thread that calls `poll`, `wait` or `submit`."""
+    """One lane: each flush is prepared (decoded) as soon as it is handed over and committed
+    once the lane's previous flush has committed, so decoding a batch overlaps writing the one
+    before; `on_done` gets each result, in order, on the thread that calls `poll`, `wait` or
+    `submit`."""
 
-    def __init__(self, on_done: Callable[[R], None], background: bool = True) -> None:
+    def __init__(
+        self, on_done: Callable[[R], None], background: bool = True, depth: int = DEPTH
+    ) -> None:
         self.on_done = on_done
         self.background = background
-        self._pending: tuple[Future[R], int] | None = None
+        self.depth = depth
+        self._pending: deque[tuple[Future[R], int]] = deque()
 
     @property
     def rows_in_flight(self) -> int:
-        return 0 if self._pending is None else self._pending[1]
+        return sum(rows for _, rows in self._pending)
 
     @property
     def busy(self) -> bool:
-        """A flush is running (or finished, its result not yet handed over)."""
-        return self._pending is not None
+        """As many flushes in flight as the lane takes: another would have to wait."""
+        return len(self._pending) >= self.depth
 
-    def submit(self, flush: Callable[[], R], rows: int) -> None:
-        """Start `flush` (of `rows` records) once the previous one has finished."""
-        self.wait()
+    def submit(self, prepare: Callable[[], P], commit: Callable[[P], R], rows: int) -> None:
+        """Prepare a flush (of `rows` records) now, and commit it after the lane's previous
+        one; waits first while the lane is full."""
+        while len(self._pending) >= self.depth:
+            self._finish()
         if not self.background:
-            self.on_done(flush())
+            self.on_done(commit(prepare()))
             return
+        previous = self._pending[-1][0] if self._pending else None
         future: Future[R] = Future()
 
         def run() -> None:
             try:
-                future.set_result(flush())
+                prepared = prepare()
+                if previous is not None and previous.exception() is not None:
+                    raise EarlierFlushFailed("an earlier flush of this table failed")
+                future.set_result(commit(prepared))
             except BaseException as exc:  # raised on the sink's thread by _finish
                 future.set_exception(exc)
 
         # A daemon: a flush stuck on an object store past the retry budget must not keep a
         # failed sink's process alive.
         threading.Thread(target=run, name="sink-flush", daemon=True).start()
-        self._pending = (future, rows)
+        self._pending.append((future, rows))
 
     def poll(self) -> None:
-        """Hand over the running flush's result if it has finished (raise if it failed)."""
-        if self._pending is not None and self._pending[0].done():
+        """Hand over the results of the flushes that have finished, in order (raise if one
+        failed)."""
+        while self._pending and self._pending[0][0].done():
             self._finish()
 
     def wait(self) -> None:
-        """Wait for the running flush, if any, and hand over its result."""
-        if self._pending is not None:
+        """Wait for every flush in flight and hand over their results."""
+        while self._pending:
             self._finish()
 
     def _finish(self) -> None:
-        future, _ = self._pending
-        self._pending = None
+        future, _ = self._pending.popleft()
         self.on_done(future.result())
 
 
@@ -112,12 +134,12 @@ class FlushLanes(Generic[K, R]):
         lane = self._lanes.get(key)
         return lane is not None and lane.busy
 
-    def submit(self, key: K, flush: Callable[[], R], rows: int) -> None:
-        """Start `flush` in `key`'s lane once that lane's previous flush has finished."""
-        self.lane(key).submit(flush, rows)
+    def submit(self, key: K, prepare: Callable[[], Any], commit: Callable[[Any], R], rows: int):
+        """Hand a flush to `key`'s lane (see `Flusher.submit`)."""
+        self.lane(key).submit(prepare, commit, rows)
 
     def poll(self) -> None:
-        """Hand over the result of every lane whose flush has finished."""
+        """Hand over the results of every lane's finished flushes."""
         for lane in list(self._lanes.values()):
             lane.poll()
 

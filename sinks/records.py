@@ -125,18 +125,64 @@ def _rows(rows: list[int] | None, n: int) -> list[int]:
     return list(range(n)) if rows is None else rows
 
 
-def readings_table(
-    target: TableTarget,
-    records: BufferedRecords,
-    decoder: AvroDecoder,
-    now: datetime,
-    misfits: Callable[[pa.Schema], list[str]] = lambda _: [],
-) -> tuple[pa.Table | None, list[DeadRow]]:
-    """The rows of `records` as one Arrow table for `target`, and the records that failed.
+@dataclass(frozen=True)
+class DecodedGroup:
+    """The good rows of one schema id, decoded and given the lake's columns."""
 
-    `misfits` names the columns of a schema the destination table cannot take; a schema id
-    with any (or one conflicting with another schema id of the batch) goes to the dead rows.
-    """
+    schema_id: int
+    decoded: pa.Schema
+    """The schema as decoded, before the lake's columns: what the table has to take."""
+    rows: list[int] | None
+    """Their indices in the batch (None: every row)."""
+    table: pa.Table
+
+
+@dataclass
+class DecodedReadings:
+    """A batch decoded without looking at its table, so that it can be decoded while the
+    table's previous batch is still being committed. Whether each schema fits the table is
+    decided by `fit`, in commit order: a schema change the previous batch merged into the
+    table is seen then."""
+
+    target: TableTarget
+    records: BufferedRecords
+    groups: list[DecodedGroup]
+    dead: list[DeadRow]
+
+    def fit(
+        self, misfits: Callable[[pa.Schema], list[str]] = lambda _: []
+    ) -> tuple[pa.Table | None, list[DeadRow]]:
+        """The rows for the table as one Arrow table, and the records that failed.
+
+        `misfits` names the columns of a schema the destination table cannot take; a schema
+        id with any (or one conflicting with another schema id of the batch) goes to the dead
+        rows.
+        """
+        dead = list(self.dead)
+        accepted: list[pa.Table] = []
+        for group in self.groups:
+            problems = misfits(group.decoded)
+            for table in accepted:
+                problems += conflicts(group.decoded, table.schema, "another schema of the batch")
+            if problems:
+                reason = (
+                    f"schema id {group.schema_id} does not fit table {self.target.uri}: "
+                    + "; ".join(problems)
+                )
+                rows = _rows(group.rows, len(self.records))
+                dead.extend(DeadRow(self.records.message(i), reason) for i in rows)
+                continue
+            accepted.append(group.table)
+        if not accepted:
+            return None, dead
+        return concat_evolving(accepted), dead
+
+
+def decode_readings(
+    target: TableTarget, records: BufferedRecords, decoder: AvroDecoder, now: datetime
+) -> DecodedReadings:
+    """The rows of `records` decoded per schema id, with the lake's columns, and the records
+    that cannot be rows at all (not Avro, unknown schema, no event time)."""
     dead: list[DeadRow] = []
     kafka = KafkaColumns.of(records)
     values, n = records.values, len(records)
@@ -144,7 +190,7 @@ def readings_table(
     def bury(rows: list[int] | None, reason: str) -> None:
         dead.extend(DeadRow(records.message(i), reason) for i in _rows(rows, n))
 
-    tables = []
+    groups: list[DecodedGroup] = []
     for header, rows in _by_header(values).items():
         if header is None:
             bury(rows, "the message has no value (a tombstone)")
@@ -189,20 +235,23 @@ def readings_table(
             table = table.filter(pc.invert(pc.is_null(times)))
             rows = [r for r, gone in zip(indices, missing, strict=True) if not gone]
             times = table.column(event_time)
-        problems = misfits(table.schema)
-        for accepted in tables:
-            problems += conflicts(table.schema, accepted.schema, "another schema of the batch")
-        if problems:
-            reason = f"schema id {schema_id} does not fit table {target.uri}: " + "; ".join(
-                problems
-            )
-            bury(rows, reason)
-            continue
+        decoded = table.schema
         table = _metadata(table, kafka.take(rows), schema_id, target.route, now)
-        tables.append(_with_partitions(table, times, target.settings.hourly))
-    if not tables:
-        return None, dead
-    return concat_evolving(tables), dead
+        table = _with_partitions(table, times, target.settings.hourly)
+        groups.append(DecodedGroup(schema_id, decoded, rows, table))
+    return DecodedReadings(target, records, groups, dead)
+
+
+def readings_table(
+    target: TableTarget,
+    records: BufferedRecords,
+    decoder: AvroDecoder,
+    now: datetime,
+    misfits: Callable[[pa.Schema], list[str]] = lambda _: [],
+) -> tuple[pa.Table | None, list[DeadRow]]:
+    """The rows of `records` as one Arrow table for `target`, and the records that failed:
+    `decode_readings` and its `fit` in one go."""
+    return decode_readings(target, records, decoder, now).fit(misfits)
 
 
 def _text(value: bytes | None) -> str | None:

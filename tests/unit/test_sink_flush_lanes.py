@@ -1,6 +1,6 @@
-"""The sink's flush lanes (issue 6): a table's flushes stay in order, one at a time, while
-different tables' flushes run side by side, so a slow 30-second table never holds back the
-emergency table's batch or the commit of its offsets."""
+"""The sink's flush lanes (issue 6): a table's commits stay in order, one at a time, while its
+next batch may already decode and different tables' flushes run side by side, so a slow
+30-second table never holds back the emergency table's batch or the commit of its offsets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import threading
 import pytest
 
 from sinks.flusher import FlushLanes
+
+
+def same(prepared):
+    return prepared
 
 
 def test_a_slow_lane_does_not_hold_back_another_lane() -> None:
@@ -20,11 +24,10 @@ def test_a_slow_lane_does_not_hold_back_another_lane() -> None:
         assert release_bulk.wait(10)
         return "raw"
 
-    lanes.submit("raw", bulk, rows=30_000)
-    lanes.submit("emergency", lambda: "emergency", rows=10)
+    lanes.submit("raw", bulk, same, rows=30_000)
+    lanes.submit("emergency", lambda: "emergency", same, rows=10)
     lanes.wait("emergency")
     assert landed == ["emergency"]
-    assert lanes.busy("raw") and not lanes.busy("emergency")
     assert lanes.rows_in_flight == 30_000
 
     release_bulk.set()
@@ -33,31 +36,52 @@ def test_a_slow_lane_does_not_hold_back_another_lane() -> None:
     assert lanes.rows_in_flight == 0
 
 
-def test_a_lane_runs_its_flushes_one_at_a_time_in_order() -> None:
+def test_a_lane_commits_one_at_a_time_in_order() -> None:
     landed: list[int] = []
-    running = 0
+    committing = 0
     most_at_once = 0
     guard = threading.Lock()
     lanes: FlushLanes[str, int] = FlushLanes(landed.append)
 
-    def flush(n: int):
-        def run() -> int:
-            nonlocal running, most_at_once
-            with guard:
-                running += 1
-                most_at_once = max(most_at_once, running)
-            threading.Event().wait(0.01)
-            with guard:
-                running -= 1
-            return n
-
-        return run
+    def commit(n: int) -> int:
+        nonlocal committing, most_at_once
+        with guard:
+            committing += 1
+            most_at_once = max(most_at_once, committing)
+        threading.Event().wait(0.01 * (5 - n))  # earlier batches commit slower
+        with guard:
+            committing -= 1
+        return n
 
     for n in range(5):
-        lanes.submit("raw", flush(n), rows=1)
+        lanes.submit("raw", lambda n=n: n, commit, rows=1)
     lanes.wait()
     assert landed == [0, 1, 2, 3, 4]
     assert most_at_once == 1
+
+
+def test_the_next_batch_decodes_while_the_previous_one_commits() -> None:
+    landed: list[str] = []
+    lanes: FlushLanes[str, str] = FlushLanes(landed.append)
+    first_committing = threading.Event()
+    second_prepared = threading.Event()
+
+    def slow_commit(name: str) -> str:
+        first_committing.set()
+        assert second_prepared.wait(10), "the second batch was not decoded meanwhile"
+        return name
+
+    def prepare_second() -> str:
+        assert first_committing.wait(10)
+        second_prepared.set()
+        return "second"
+
+    lanes.submit("raw", lambda: "first", slow_commit, rows=1)
+    assert not lanes.busy("raw")  # one more may decode meanwhile
+    lanes.submit("raw", prepare_second, same, rows=1)
+    assert lanes.busy("raw")  # a third would wait
+    lanes.wait()
+    assert landed == ["first", "second"]
 
 
 def test_results_reach_on_done_only_on_the_calling_thread() -> None:
@@ -66,38 +90,47 @@ def test_results_reach_on_done_only_on_the_calling_thread() -> None:
     lanes: FlushLanes[str, None] = FlushLanes(
         lambda _: threads.append(threading.current_thread().name)
     )
-    lanes.submit("raw", lambda: None, rows=1)
-    lanes.submit("dlq", lambda: None, rows=1)
+    lanes.submit("raw", lambda: None, same, rows=1)
+    lanes.submit("dlq", lambda: None, same, rows=1)
     lanes.wait()
     assert threads == [threading.current_thread().name] * 2
 
 
-def test_a_failed_flush_fails_the_next_call_and_is_not_handed_over() -> None:
+def test_after_a_failed_flush_its_lane_commits_nothing_more() -> None:
     landed: list[str] = []
+    committed: list[str] = []
     lanes: FlushLanes[str, str] = FlushLanes(landed.append)
+    release = threading.Event()
 
-    def broken() -> str:
+    def broken(_: str) -> str:
+        assert release.wait(10)
         raise OSError("s3 unreachable")
 
-    lanes.submit("raw", broken, rows=1)
+    def commit(name: str) -> str:
+        committed.append(name)
+        return name
+
+    lanes.submit("raw", lambda: "first", broken, rows=1)
+    lanes.submit("raw", lambda: "second", commit, rows=1)
+    release.set()
     with pytest.raises(OSError, match="s3 unreachable"):
         lanes.wait()
-    assert landed == []
+    assert landed == [] and committed == []
 
 
 def test_poll_hands_over_finished_flushes_without_waiting_for_running_ones() -> None:
     landed: list[str] = []
     lanes: FlushLanes[str, str] = FlushLanes(landed.append)
     release = threading.Event()
-    lanes.submit("raw", lambda: release.wait(10) and "raw", rows=1)
-    lanes.submit("emergency", lambda: "emergency", rows=1)
+    lanes.submit("raw", lambda: release.wait(10) and "raw", same, rows=1)
+    lanes.submit("emergency", lambda: "emergency", same, rows=1)
     for _ in range(200):
         lanes.poll()
         if landed:
             break
         threading.Event().wait(0.005)
     assert landed == ["emergency"]
-    assert lanes.busy("raw")
+    assert lanes.rows_in_flight == 1
     release.set()
     lanes.wait()
     assert landed == ["emergency", "raw"]
@@ -106,6 +139,6 @@ def test_poll_hands_over_finished_flushes_without_waiting_for_running_ones() -> 
 def test_foreground_mode_flushes_on_the_calling_thread() -> None:
     landed: list[str] = []
     lanes: FlushLanes[str, str] = FlushLanes(landed.append, background=False)
-    lanes.submit("raw", lambda: threading.current_thread().name, rows=1)
+    lanes.submit("raw", lambda: threading.current_thread().name, same, rows=1)
     assert landed == [threading.current_thread().name]
     assert not lanes.busy("raw")
