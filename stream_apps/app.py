@@ -74,6 +74,23 @@ def compile_version(version: RoutingVersion, fields: set[str]) -> CompiledRoutin
     return parse_routing(version.content, f"routing version {version.version}", fields)
 
 
+def live_switch_refusal(running: CompiledRouting, new: CompiledRouting) -> str | None:
+    """Why a running router cannot switch to `new` at a checkpoint (None: it can).
+
+    The input topic is its consumer's subscription, and the dead-letter topic is where its
+    open transaction already sends records; both are fixed for the life of the process. A
+    version changing either is refused as a whole, loudly, so no router runs half of it.
+    """
+    old, cfg = running.config, new.config
+    if cfg.input != old.input:
+        return f"it changes the input topic ({old.input} -> {cfg.input})"
+    if cfg.dead_letter_topic != old.dead_letter_topic:
+        return (
+            f"it changes the dead-letter topic ({old.dead_letter_topic} -> {cfg.dead_letter_topic})"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RouterResult:
     routed: int
@@ -202,11 +219,13 @@ class RouterApp:
                     exc,
                 )
                 return
-            if compiled.config.input != config.input:
+            refusal = live_switch_refusal(routing, compiled)
+            if refusal is not None:
                 log.error(
-                    "routing version %d changes the input topic; restart the routers to "
-                    "apply it; keeping version %d",
+                    "routing version %d cannot be applied while running: %s; restart the "
+                    "routers to apply it; keeping version %d",
                     version.version,
+                    refusal,
                     active.version,
                 )
                 return
