@@ -24,6 +24,7 @@ from quixstreams.sinks import BaseSink
 from schemas.avro_codec import AvroDecoder
 from schemas.registry import SchemaRegistry
 from schemas.value_schema import PROVENANCE_NAMES, curated_schema
+from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError
 from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics
@@ -31,6 +32,7 @@ from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.outputs import OutputEncoders
+from stream_apps.reconnect import Outage, outage_error
 from stream_apps.router import ActiveRouting, MessageRouter
 from stream_apps.routing.config import CompiledRouting, content_hash, parse_routing
 from stream_apps.settings import RouterSettings
@@ -277,7 +279,46 @@ class RouterApp:
         return config
 
     def run(self) -> RouterResult:
+        """Route until stopped (or idle, with `once`); through a broker outage, start the
+        application again with backoff until the outage outlasts the retry budget."""
         started = time.monotonic()
+        outage = Outage(self.settings.retry_budget_s, self.connection.kafka_bootstrap_servers)
+        backoff = Backoff(initial_s=1.0, max_s=15.0)
+        earlier = (0, 0)  # routed and dead-lettered by applications given up on
+        while True:
+            run_started = time.monotonic()
+            try:
+                self._run_application()
+                break
+            except Exception as exc:
+                error = outage_error(exc)
+                if error is None or self._stop_requested.is_set():
+                    raise
+                lasted = outage.failed(error, time.monotonic() - run_started)
+                log.warning(
+                    "Kafka at %s unreachable (%s); starting the router's clients again from "
+                    "the committed offsets (outage so far %.0f s of a %.0f s retry budget)",
+                    outage.where,
+                    error.str(),
+                    lasted,
+                    outage.budget_s,
+                )
+                if self.router is not None:
+                    earlier = (
+                        earlier[0] + self.router.routed,
+                        earlier[1] + self.router.dead_letters,
+                    )
+                self.app = self.router = None
+                if backoff.wait(self._stop_requested):
+                    break
+        return RouterResult(
+            routed=earlier[0] + (self.router.routed if self.router else 0),
+            dead_letters=earlier[1] + (self.router.dead_letters if self.router else 0),
+            routes_version=self.router.active.version if self.router else 0,
+            seconds=time.monotonic() - started,
+        )
+
+    def _run_application(self) -> None:
         app = self.app or self.build()
         if threading.current_thread() is not threading.main_thread():
             # quixstreams installs SIGINT/SIGTERM handlers in run(), which Python allows in
@@ -297,12 +338,6 @@ class RouterApp:
         finally:
             finished.set()
             self.watcher.stop()
-        return RouterResult(
-            routed=self.router.routed,
-            dead_letters=self.router.dead_letters,
-            routes_version=self.router.active.version,
-            seconds=time.monotonic() - started,
-        )
 
     def _forward_stop(self, app: Application, finished: threading.Event) -> None:
         # quixstreams' run() clears a stop() that comes before its loop has started, so a

@@ -46,6 +46,12 @@ class RouterSettings(LayeredSettings):
         0.5, gt=0, le=60, description="transaction length; bounds end-to-end latency"
     )
     output_partitions: int = Field(3, ge=1, description="partitions of output topics it creates")
+    retry_budget_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long the broker may stay unreachable: the router starts its clients "
+        "again with backoff meanwhile, and fails once this is spent",
+    )
     once: bool = False
     idle_timeout_s: float = Field(3.0, gt=0, description="with --once: exit after this idle")
     applied_by: str = Field(default_factory=_operator, description="who `routes apply` records")

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from infra.local_stack.chaos import ChaosPlan, ChaosRun
-from infra.local_stack.dedicated_kafka import DedicatedKafka
 from tests.processes import alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,18 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Sized for CI (2-4 minutes on two shared cores): 2 nodes, 2 routers, 2 sinks, a 60 s window
 # with 10 kills and one broker restart, then the drain.
 CI_PLAN = {"nodes": 2, "routers": 2, "sinks": 2, "rate": 100.0, "chaos_s": 60.0, "kills": 10}
-
-
-@pytest.fixture
-def dedicated_kafka(tmp_path):
-    """A broker of this test's own; stopped at the end whatever happened."""
-    broker = DedicatedKafka(tmp_path / "kafka")
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.stop()
-        assert not broker.running
 
 
 def processes_under(directory: Path) -> list[str]:
