@@ -51,6 +51,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
+from sinks.malloc_arenas import limit_malloc_arenas
 from sinks.metrics import SinkMetrics
 from sinks.records import DecodedReadings, dead_letter_table, decode_readings
 from sinks.settings import SinkSettings
@@ -235,6 +236,7 @@ class DeltaSink:
 
     def run(self) -> SinkResult:
         started = time.monotonic()
+        limit_malloc_arenas()  # before the first flush thread
         consumer = self.consumer = self._consumer()
         consumer.subscribe(
             self.settings.topics,

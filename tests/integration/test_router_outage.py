@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -31,9 +34,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PER_NODE = 5_000
 
 
-def start_router_mid_backlog(dedicated_kafka, schema_registry, connection, tmp_path, names, budget):
-    """A backlog on the dedicated broker and a router process on it, returned once the router
-    has produced its first outputs (its transaction is open then)."""
+@contextmanager
+def router_mid_backlog(
+    dedicated_kafka, schema_registry, connection, tmp_path, names, budget
+) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
+    """A backlog on the dedicated broker and a router process on it, handed over once the
+    router has produced its first outputs (its transaction is open then); killed on exit if
+    it still runs."""
     on_dedicated = connection.model_copy(
         update={"kafka_bootstrap_servers": dedicated_kafka.bootstrap_servers}
     )
@@ -54,7 +61,12 @@ def start_router_mid_backlog(dedicated_kafka, schema_registry, connection, tmp_p
         assert router.poll() is None, router.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "the router never produced"
         time.sleep(0.05)
-    return router, nodes
+    try:
+        yield router, nodes
+    finally:
+        if router.poll() is None:
+            router.kill()
+            router.communicate(timeout=30)
 
 
 def produced(bootstrap: str, topic: str) -> int:
@@ -71,10 +83,9 @@ def test_an_outage_mid_stream_is_ridden_out_and_every_record_routed_once(
     dedicated_kafka, schema_registry, connection, tmp_path, unique
 ):
     names = Names(unique)
-    router, nodes = start_router_mid_backlog(
+    with router_mid_backlog(
         dedicated_kafka, schema_registry, connection, tmp_path, names, budget=300
-    )
-    try:
+    ) as (router, nodes):
         dedicated_kafka.stop(signal.SIGKILL)
         time.sleep(35)  # past the transaction timeout (10 s): the open transaction fails
         assert router.poll() is None, "the router exited during the outage"
@@ -86,10 +97,6 @@ def test_an_outage_mid_stream_is_ridden_out_and_every_record_routed_once(
             counter.close()
         router.send_signal(signal.SIGINT)
         _, err = router.communicate(timeout=60)
-    finally:
-        if router.poll() is None:
-            router.kill()
-            router.communicate(timeout=30)
     assert router.returncode == 0, err[-3000:]
     assert "unreachable" in err and "starting the router's clients again" in err, (
         "the outage did not reach the router's reconnect path: " + err[-3000:]
@@ -101,16 +108,11 @@ def test_an_outage_past_the_retry_budget_fails_with_one_clear_line(
     dedicated_kafka, schema_registry, connection, tmp_path, unique
 ):
     names = Names(unique)
-    router, _ = start_router_mid_backlog(
+    with router_mid_backlog(
         dedicated_kafka, schema_registry, connection, tmp_path, names, budget=15
-    )
-    try:
+    ) as (router, _):
         dedicated_kafka.stop(signal.SIGKILL)
         _, err = router.communicate(timeout=180)
-    finally:
-        if router.poll() is None:
-            router.kill()
-            router.communicate(timeout=30)
     assert router.returncode == 1, err[-3000:]
     # The process ends on this line, not on a traceback (quixstreams' own log of the failed
     # row, earlier in the log, does print one).
