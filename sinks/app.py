@@ -74,6 +74,19 @@ class PreparedBatch:
     """Time spent decoding it."""
 
 
+MAX_FATAL_ERRORS = 3
+FATAL_WINDOW_S = 300.0
+"""More fatal consumer errors than MAX_FATAL_ERRORS within FATAL_WINDOW_S fail the sink."""
+
+
+class ConsumerFailed(Exception):
+    """The consumer returned a fatal error: it will not consume again."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(error.str())
+        self.error = error
+
+
 @dataclass(frozen=True)
 class SinkResult:
     rows: dict[str, int]
@@ -111,6 +124,7 @@ class DeltaSink:
         self.consumer: Consumer | None = None
         self.dead_letters = 0
         self._rebalance_error: BaseException | None = None
+        self._fatal_errors: list[float] = []
 
     def buffered_rows(self) -> int:
         """Records held in memory: buffered, plus the batches being written."""
@@ -234,9 +248,7 @@ class DeltaSink:
             config["group.instance.id"] = s.instance_id
         return Consumer(config)
 
-    def run(self) -> SinkResult:
-        started = time.monotonic()
-        limit_malloc_arenas()  # before the first flush thread
+    def _subscribe(self) -> Consumer:
         consumer = self.consumer = self._consumer()
         consumer.subscribe(
             self.settings.topics,
@@ -244,6 +256,12 @@ class DeltaSink:
             on_revoke=self._rebalance_guard(self._on_revoke),
             on_lost=self._rebalance_guard(self._on_revoke),
         )
+        return consumer
+
+    def run(self) -> SinkResult:
+        started = time.monotonic()
+        limit_malloc_arenas()  # before the first flush thread
+        consumer = self._subscribe()
         idle_since = time.monotonic()
         try:
             with quiet_gc():
@@ -253,7 +271,11 @@ class DeltaSink:
                         raise self._rebalance_error
                     now = time.monotonic()
                     if messages:
-                        self._buffer(messages)
+                        try:
+                            self._buffer(messages)
+                        except ConsumerFailed as exc:
+                            consumer = self._new_consumer(consumer, exc.error)
+                            continue
                         idle_since = now
                     self._flushes.poll()
                     self._flush_due(now)
@@ -275,6 +297,41 @@ class DeltaSink:
             seconds=time.monotonic() - started,
         )
 
+    def _new_consumer(self, failed: Consumer, error: KafkaError) -> Consumer:
+        """Replace a consumer that hit a fatal error with a new one.
+
+        A static member (`instance_id`) can be fenced by its own rejoin: after a broker
+        restart, a commit still carrying the old member id meets the coordinator that gave the
+        rejoin a new one. librdkafka makes that fatal, and a fatal consumer only ever returns
+        the error again, so the sink would idle forever. The batches being written land (their
+        offset commits fail, harmlessly: the tables' txn versions cover them); buffered
+        records are dropped, to be replayed from the committed offsets and skipped where the
+        tables hold them; and a new consumer joins. Fenced again and again means another
+        process has this instance id: that fails the sink.
+        """
+        now = time.monotonic()
+        self._fatal_errors = [t for t in self._fatal_errors if now - t < FATAL_WINDOW_S]
+        self._fatal_errors.append(now)
+        if len(self._fatal_errors) > MAX_FATAL_ERRORS:
+            raise PipelineError(
+                f"the sink's Kafka consumer failed {len(self._fatal_errors)} times within "
+                f"{FATAL_WINDOW_S:.0f} s ({error.str()}); is another sink running with "
+                f"instance_id {self.settings.instance_id!r}?"
+            )
+        log.warning(
+            "the sink's Kafka consumer failed (%s); starting a new one from the committed offsets",
+            error.str(),
+        )
+        self._flushes.wait()
+        for batch in self._batches.values():
+            batch.take()
+        self._assigned.clear()
+        try:
+            failed.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.info("closing the failed consumer: %s", exc)
+        return self._subscribe()
+
     def _buffer(self, messages: list) -> None:
         """Append one consume() result to the tables' batches, a list comprehension per column
         rather than an object per message."""
@@ -282,6 +339,9 @@ class DeltaSink:
         # Not `errors.count(None)`: comparing a KafkaError with None raises.
         if any(error is not None for error in errors):
             for error in errors:
+                # consume() reports it as code _FATAL, without the fatal flag set
+                if error is not None and (error.fatal() or error.code() == KafkaError._FATAL):
+                    raise ConsumerFailed(error)
                 if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", error)
             messages = [m for m, e in zip(messages, errors, strict=True) if e is None]

@@ -740,3 +740,56 @@ def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp
             set(range(n * per_route + 1, (n + 1) * per_route + 1)),
         )
     print(f"peak buffered {max(b for b, _, _ in seen)}, {loop_commits} bound flushes")
+
+
+def test_a_fenced_consumer_is_replaced_and_nothing_is_lost_or_doubled(
+    kafka, schema_registry, s3, tmp_path, unique
+):
+    """A static member fenced by a member with its instance id gets a fatal consumer error,
+    after which its consumer never consumes again (seen in the chaos test: a sink fenced by its
+    own rejoin after a broker restart idled until the end). The sink starts a new consumer and
+    lands every record once."""
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw", "dlq")
+    topics.send("raw", [reading(i) for i in range(1, 201)])
+    topics.flush()
+    lake_uri = str(tmp_path / "lake")
+    settings = sink_settings(
+        unique, instance_id="sink-a", defaults=TableSettings(max_latency_s=1.0)
+    ).model_copy(update={"once": False})
+    stops: list[threading.Event] = []
+    connection = connection_for(kafka, schema_registry, s3, lake_uri)
+    sink = SinkThread(DeltaSink(settings, connection, stop(stops)), "sink-a").start()
+    try:
+        wait_for_rows(f"{lake_uri}/raw", 200, sink)
+        rogue = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": settings.consumer_group,
+                "group.instance.id": "sink-a",
+                "session.timeout.ms": 15000,
+            }
+        )
+        rogue.subscribe(settings.topics)
+        deadline = time.monotonic() + 30
+        while not sink.sink._fatal_errors:
+            rogue.consume(100, 0.5)
+            assert time.monotonic() < deadline, "the sink's consumer was never fenced"
+        rogue.close()
+        topics.send("raw", [reading(i) for i in range(201, 401)])
+        topics.flush()
+        wait_for_rows(f"{lake_uri}/raw", 400, sink)
+    finally:
+        for event in stops:
+            event.set()
+    sink.join(60)
+    ids = table_rows(f"{lake_uri}/raw", None).column("_source_rowid").to_pylist()
+    assert sorted(ids) == list(range(1, 401)), "lost or doubled rows"
+
+
+def wait_for_rows(uri: str, rows: int, sink: SinkThread, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while table_count(uri, None) < rows:
+        assert sink.thread.is_alive(), f"the sink stopped: {sink.error!r}"
+        assert time.monotonic() < deadline, f"{uri}: {table_count(uri, None)}/{rows} rows"
+        time.sleep(0.2)
