@@ -70,7 +70,7 @@ class Flusher(Generic[R]):
     def submit(self, prepare: Callable[[], P], commit: Callable[[P], R], rows: int) -> None:
         """Prepare a flush (of `rows` records) now, and commit it after the lane's previous
         one; waits first while the lane is full."""
-        while len(self._pending) >= self.depth:
+        while self.busy:
             self._finish()
         if not self.background:
             self.on_done(commit(prepare()))
