@@ -70,6 +70,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine_cpu import CpuSnapshot, stack_server_pids
 from benchmarks.producer import (
     _connection,
     _cpu_seconds,
@@ -404,6 +405,8 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
     flushes: list[dict[str, float]] = []
     marks: dict[str, float] = {}
     spent = {"readings_table": 0.0, "write": 0.0}
+    pids = spec.get("server_pids", {})
+    machine: dict[str, CpuSnapshot] = {}
 
     make_consumer = sink._consumer
     sink._consumer = lambda: _TimedConsumer(make_consumer(), calls)
@@ -413,6 +416,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
         on_assign(consumer, partitions)
         marks.setdefault("assigned", clock())
         marks.setdefault("cpu_assigned", _cpu_seconds())
+        machine.setdefault("assigned", CpuSnapshot.take(pids))
 
     sink._on_assign = timed_assign
     commit_batch = sink._write  # one flush's commit step, after its decode (`_prepare`)
@@ -431,6 +435,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                     # decoding ran on the flush thread just before, or while the table's
                     # previous batch was committing
                     "start": started - prepared.seconds,
+                    "commit_start": started,
                     "end": clock(),
                     "readings_table_s": spent["readings_table"] - before["readings_table"],
                     "write_s": spent["write"] - before["write"],
@@ -438,9 +443,24 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                     "peak_rss_so_far_mb": _vm_mb("VmHWM"),
                 }
             )
+            machine["last_flush"] = CpuSnapshot.take(pids)
 
     sink._write = timed_flush
     flush_all = sink._flush_all
+    lanes = sink._flushes
+    waits: list[tuple[float, float]] = []  # the loop blocked on a lane: full, or memory bound
+
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            started = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                waits.append((started, clock()))
+
+        return wrapper
+
+    lanes.wait, lanes.submit = timed(lanes.wait), timed(lanes.submit)
 
     def timed_flush_all():
         marks["break"] = clock()
@@ -510,6 +530,9 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                 "delta_write": spent["write"],
                 "flush_other": flush_s - spent["readings_table"] - spent["write"],
                 "loop_other": seconds - consume_s - flush_s,
+                "loop_waiting_for_lanes": sum(
+                    e - s for s, e in waits if s >= start and e <= marks.get("break", e)
+                ),
                 "gc_anywhere": gc_timer.seconds,
             },
             "gc": {
@@ -522,6 +545,11 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                 {
                     "rows": f["rows"],
                     "seconds": f["end"] - f["start"],
+                    # on the loop's clock, from the assignment: decode start, commit step
+                    # start (after the table's previous batch landed), end
+                    "timeline_s": [
+                        round(f[k] - start, 3) for k in ("start", "commit_start", "end")
+                    ],
                     "readings_table_s": f["readings_table_s"],
                     "write_s": f["write_s"],
                     "rss_at_start_mb": f["rss_at_start_mb"],
@@ -532,6 +560,11 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
             "cpu_seconds": cpu,
             "cpu_cores_busy": cpu / seconds if seconds > 0 else 0.0,
             "cpu_us_per_row": 1e6 * cpu / rows if rows else 0.0,
+            # from assignment to the end of the last flush, per second of the loop's time
+            # (the idle wait, when the last flush came after it, is nearly idle CPU)
+            **machine.get("last_flush", machine["assigned"]).since(
+                machine["assigned"], rows, seconds
+            ),
             "rss_before_run_mb": rss_before,
             "peak_rss_mb": _maxrss_mb(),
             "ru_maxrss_mb": _ru_maxrss_mb(),
@@ -583,12 +616,15 @@ def _worker_consume(spec: dict[str, Any]) -> None:
         for m in messages:
             size[0] += len(m.value())
 
+    pids = spec.get("server_pids", {})
     consumer = _assigned_consumer(sink, topic)
+    machine = CpuSnapshot.take(pids)
     cpu_started = _cpu_seconds()
     try:
         alone = _consume_all(consumer, expected, touch)
     finally:
         cpu_alone = _cpu_seconds() - cpu_started
+        machine_alone = CpuSnapshot.take(pids).since(machine, expected, alone)
         consumer.close()
     limit = sink.settings.defaults.max_rows
 
@@ -611,6 +647,7 @@ def _worker_consume(spec: dict[str, Any]) -> None:
             "consume": {
                 **_rate(expected, alone),
                 **_cpu(expected, cpu_alone),
+                **machine_alone,
                 "mean_value_bytes": size[0] / expected,
             },
             "consume_and_buffer": {
@@ -731,10 +768,13 @@ def _worker_floor(spec: dict[str, Any]) -> None:
     options = sink.storage_options
     uri = f"{lake.rstrip('/')}/floor"
     rss_before_write = _maxrss_mb()
+    pids = spec.get("server_pids", {})
+    machine = CpuSnapshot.take(pids)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     write_deltalake(uri, table, mode="append", partition_by=["event_date"], storage_options=options)
     seconds = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu_started
+    machine_use = CpuSnapshot.take(pids).since(machine, table.num_rows, seconds)
     written = DeltaTable(uri, storage_options=options)
     _emit(
         {
@@ -748,6 +788,7 @@ def _worker_floor(spec: dict[str, Any]) -> None:
                 "arrow_bytes": table.nbytes,
                 "files": len(written.file_uris()),
                 "rows_in_table": written.count(),
+                **machine_use,
             },
             "rss_before_write_mb": rss_before_write,
             "peak_rss_mb": _maxrss_mb(),
@@ -847,6 +888,7 @@ def _sink_run(
     lake = _lake(run_id, variant)
     _log(f"sink [{variant}]: {expected:,} records, settings {_effective(settings)}")
     spec = {"settings": settings, "lake": lake, "gc_off": gc_off}
+    spec["server_pids"] = stack_server_pids()
     result = _run_worker("sink", spec, _timeout(expected), *extra)
     result["settings"] = _effective(settings)
     result["table"] = check_table(f"{lake}/raw", expected)
@@ -869,6 +911,7 @@ def _floor_run(run_id: str, round_no: int, records: int, batch_rows: int) -> dic
         "topic": names["topic"],
         "records": records,
         "batch_rows": batch_rows,
+        "server_pids": stack_server_pids(),
     }
     _log(f"floor round {round_no}: decode and one write_deltalake of {records:,} rows")
     result = _run_worker("floor", spec, _timeout(records) + records / 1000)
@@ -961,6 +1004,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "lake": _lake(run_id, "consume"),
                 "topic": main_topic,
                 "records": args.records,
+                "server_pids": stack_server_pids(),
             },
             _timeout(args.records) * 2,
         )
@@ -1008,6 +1052,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     serial = limit(alone["rows_per_s"], build["rows_per_s"], floor["rows_per_s"])
     serial_cpu = alone["cpu_us_per_row"] + build["cpu_us_per_row"] + floor["cpu_us_per_row"]
     ratio = tuned["rows_per_s"] / floor["rows_per_s"]
+    # Every core busy all the time at the run's CPU per row (its own and the servers'): the
+    # most that overlapping work could give without making any of it cheaper.
+    cores = info["cpus_usable"] or info["cpu_count"]
+    ceiling = 1e6 * cores / tuned["machine_cpu_us_per_row"]
     results.update(
         {
             "imports_only_rss_mb": imports["peak_rss_mb"],
@@ -1031,6 +1079,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "tuned_vs_serial_limit": tuned["rows_per_s"] / serial,
                 "default_vs_tuned": default["rows_per_s"] / tuned["rows_per_s"],
                 "serial_cpu_vs_tuned_cpu": serial_cpu / tuned["cpu_us_per_row"],
+                "cpu_ceiling_rows_per_s": ceiling,
+                "cpu_ceiling_vs_floor": ceiling / floor["rows_per_s"],
+                "tuned_vs_cpu_ceiling": tuned["rows_per_s"] / ceiling,
                 "gc_off_vs_tuned": what_if["rows_per_s"] / tuned["rows_per_s"] if what_if else None,
                 "gc_off_cpu_vs_tuned_cpu": what_if["cpu_us_per_row"] / tuned["cpu_us_per_row"]
                 if what_if
@@ -1158,6 +1209,39 @@ def table(results: dict[str, Any]) -> str:
             base["serial_limit_rows_per_s"],
             base["serial_cpu_us_per_row"],
             f"sink / limit {ratios['tuned_vs_serial_limit']:.2f}",
+        ),
+    ]
+
+    def servers(r: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["servers_cpu_us_per_row"].items()))
+
+    floor = base["floor"]
+    lines += [
+        row(
+            "  machine during the sink run (all processes)",
+            tuned["rows_per_s"],
+            tuned["machine_cpu_us_per_row"],
+            f"{tuned['machine_cores_busy']:.2f} cores busy; servers us/row: {servers(tuned)}",
+        ),
+        row(
+            "  machine during the floor's write",
+            floor["rows_per_s"],
+            floor["machine_cpu_us_per_row"],
+            f"{floor['machine_cores_busy']:.2f} cores busy; servers us/row: {servers(floor)}",
+        ),
+        row(
+            "  machine during consume alone",
+            consume["consume"]["rows_per_s"],
+            consume["consume"]["machine_cpu_us_per_row"],
+            f"{consume['consume']['machine_cores_busy']:.2f} cores busy; servers us/row: "
+            f"{servers(consume['consume'])}",
+        ),
+        row(
+            "  CPU ceiling (all cores, sink run's CPU/row)",
+            ratios["cpu_ceiling_rows_per_s"],
+            tuned["machine_cpu_us_per_row"],
+            f"ceiling / floor {ratios['cpu_ceiling_vs_floor']:.2f}; "
+            f"sink / ceiling {ratios['tuned_vs_cpu_ceiling']:.2f}",
         ),
     ]
     b = tuned["breakdown_s"]
