@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.avro_arrow import concat_evolving, decode_bodies_checked
+from schemas.avro_arrow import concat_evolving, decode_bodies_at_once, decode_bodies_checked
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import HEADER_ERROR, HEADER_FAILED_AT, HEADER_STAGE
 from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
@@ -121,6 +121,24 @@ def _by_header(values: list[bytes | None]) -> dict[bytes | None, list[int] | Non
     return groups
 
 
+def _decoded_at_once(
+    values: list[bytes | None], decoder: AvroDecoder
+) -> tuple[bytes, pa.Table] | None:
+    """(header, table) when every value has the first one's schema id and decodes: nearly
+    every batch, found without slicing each value's header. None sends the batch through
+    `_by_header`'s groups, where bad records are found one by one."""
+    first = values[0] if values else None
+    if first is None or len(first) < WIRE_HEADER_SIZE:
+        return None
+    header = first[:WIRE_HEADER_SIZE]
+    try:
+        schema = decoder.writer_schema(read_wire_header(header))
+    except (ValueError, UndecodableMessage):
+        return None
+    table = decode_bodies_at_once(schema, values, prefix=header)
+    return None if table is None else (header, table)
+
+
 def _rows(rows: list[int] | None, n: int) -> list[int]:
     return list(range(n)) if rows is None else rows
 
@@ -191,7 +209,8 @@ def decode_readings(
         dead.extend(DeadRow(records.message(i), reason) for i in _rows(rows, n))
 
     groups: list[DecodedGroup] = []
-    for header, rows in _by_header(values).items():
+    at_once = _decoded_at_once(values, decoder)
+    for header, rows in ({at_once[0]: None} if at_once else _by_header(values)).items():
         if header is None:
             bury(rows, "the message has no value (a tombstone)")
             continue
@@ -205,8 +224,11 @@ def decode_readings(
         except UndecodableMessage as exc:
             bury(rows, str(exc))
             continue
-        group = values if rows is None else [values[i] for i in rows]
-        table, bad = decode_bodies_checked(schema, group, prefix=header)
+        if at_once:
+            table, bad = at_once[1], []
+        else:
+            group = values if rows is None else [values[i] for i in rows]
+            table, bad = decode_bodies_checked(schema, group, prefix=header)
         if bad:
             indices = _rows(rows, n)
             dead.extend(
