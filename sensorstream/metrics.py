@@ -46,20 +46,23 @@ log = logging.getLogger("sensorstream.metrics")
 Stage = Literal["producer", "router", "sink"]
 STAGES: tuple[Stage, ...] = ("producer", "router", "sink")
 
-DeadLetterReason = Literal["bad_row", "encode", "decode", "route", "schema"]
+DeadLetterReason = Literal["bad_row", "encode", "decode", "route", "schema", "expired"]
 """Why a record went to the dead letters, as a closed set: the error text itself names a
 value and would make one time series per distinct bad value.
 - bad_row: the producer could not turn a SQLite row into a record (NULL, NaN, bad timestamp...)
 - encode: a record could not be Avro-encoded (producer, router)
 - decode: a message is not Avro in the wire format, or its schema id is unknown (router, sink)
 - route: one route could not take the record (validation, expression, unsafe topic) (router)
-- schema: the record's schema does not fit its Delta table (sink)"""
+- schema: the record's schema does not fit its Delta table (sink)
+- expired: the topic's retention deleted the record before the sink read it (sink); one row
+  in the dead-letter table names the range of such records"""
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "bad_row",
     "encode",
     "decode",
     "route",
     "schema",
+    "expired",
 )
 
 # A batch is one producer chunk (up to 5000 rows), one router checkpoint (0.5 s by default) or

@@ -48,6 +48,7 @@ from sensorstream.logs import kafka_logger
 from sensorstream.settings import ConnectionSettings
 from sinks.batch import BufferedRecords, TableBatch
 from sinks.delta_writer import DeltaTableWriter
+from sinks.expired import ExpiredRecords, expired_records
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
@@ -196,24 +197,50 @@ class DeltaSink:
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 30)
         }
+        gaps: list[ExpiredRecords] = []
         for tp in partitions:
             target = self.target(tp.topic)
             version = self.writer(target).txn_version(tp.topic, tp.partition)
             start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
             if version is not None and (start < 0 or version + 1 > start):
                 start = version + 1
+            log_start, _ = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
+            gap = expired_records(tp.topic, tp.partition, start, log_start)
+            if gap is not None:
+                gaps.append(gap)
             if target.settings.landing:
                 # The landing area resumes after its own last file; where it is behind the
                 # table, the table's writer drops the rows it already holds.
                 landed = self._landing.last_landed_offset(target.route, tp.topic, tp.partition)
                 self._landed[(tp.topic, tp.partition)] = -1 if landed is None else landed
                 start = OFFSET_BEGINNING if landed is None else min(start, landed + 1)
-            tp.offset = start
+            tp.offset = max(start, log_start) if start >= 0 else start
             self._assigned.add((tp.topic, tp.partition))
+        if gaps:
+            self._record_expired(gaps)
         consumer.assign(partitions)
         log.info(
             "assigned %s", ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in partitions)
         )
+
+    def _record_expired(self, gaps: list[ExpiredRecords]) -> None:
+        """Log each gap retention left and write its row to the dead-letter table, once: the
+        row goes in with the gap's last offset as the partition's txn version, so a later
+        assignment (before a batch past the gap has landed) finds it there."""
+        target = self.target(self.settings.dead_letter_topic)
+        writer = self.writer(target)
+        now = datetime.now(UTC)
+        for gap in gaps:
+            log.error("%s", gap.reason)
+            noted = writer.txn_version(gap.topic, gap.partition)
+            if noted is not None and noted >= gap.last:
+                continue
+            row = gap.dead_row(int(now.timestamp() * 1000))
+            letters = dead_letter_table([], [row], target.settings.hourly, now)
+            writer.write(letters, {(gap.topic, gap.partition): gap.last})
+            self.metrics.expired(gap.count)
+            with self._shared:
+                self.dead_letters += 1
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}

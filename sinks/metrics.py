@@ -93,6 +93,10 @@ class SinkMetrics:
         for reason, count in Counter(dead_row_reason(r) for r in rows).items():
             self._dead[reason].inc(count)
 
+    def expired(self, records: int) -> None:
+        """Records the topic's retention deleted before the sink read them (`sinks.expired`)."""
+        self._dead["expired"].inc(records)
+
     def offsets_committed(self, seconds: float) -> None:
         """The consumer offsets after a landed batch were committed in `seconds`."""
         self._commit.observe(seconds)

@@ -343,3 +343,91 @@ def test_kill_9_between_commits_lands_everything_once(
     assert set(rowids) == set(range(1, 2001)) and max(rowids.values()) == 1
     dlq = table_rows(f"{lake_uri}/dlq", None).to_pylist()
     assert sorted(r["message_value"] for r in dlq) == [b"poison %d" % c for c in range(4)]
+
+
+def test_records_past_retention_are_reported_in_the_dead_letter_table_once(
+    kafka, schema_registry, s3, tmp_path, unique, caplog
+):
+    """A sink down longer than retention: the deleted records are named, not skipped quietly."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from sensorstream.metrics import MetricFamilies
+    from sinks.metrics import SinkMetrics
+    from tests.unit.test_metrics_router_sink import scrape, value
+
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw", "dlq")
+    topic = topics.name("raw")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def log_ends() -> dict[int, int]:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": unique})
+        try:
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in (0, 1)
+            }
+        finally:
+            consumer.close()
+
+    schema = curated_schema()
+    encoder = AvroEncoder(schema, topics.registry.register_value_schema(topic, schema))
+
+    def send(ids: range) -> None:
+        for i in ids:
+            topics.producer.produce(topic, value=encoder.encode(reading(i)), partition=i % 2)
+        topics.flush()
+
+    send(range(1, 41))
+    lake_uri = str(tmp_path / "lake")
+    connection = connection_for(kafka, schema_registry, s3, lake_uri)
+    assert DeltaSink(sink_settings(unique), connection).run().rows["raw"] == 40
+    read = log_ends()  # where the sink's consumer offsets now stand
+
+    send(range(41, 101))
+    ends = log_ends()
+    assert all(ends[p] - read[p] == 30 for p in (0, 1))
+    # Retention, made deterministic: partition 0 loses everything new, partition 1 its
+    # first half.
+    cut = {0: ends[0], 1: read[1] + (ends[1] - read[1]) // 2}
+    deleted = admin.delete_records([TopicPartition(topic, p, cut[p]) for p in (0, 1)])
+    for future in deleted.values():
+        future.result(30)
+
+    families = MetricFamilies()
+    with caplog.at_level("ERROR", logger="sensorstream.sink"):
+        second = DeltaSink(sink_settings(unique), connection, metrics=SinkMetrics(families)).run()
+    assert second.dead_letters == 2
+    assert second.rows.get("raw", 0) == ends[1] - cut[1]
+    gone = {p: cut[p] - read[p] for p in (0, 1)}
+    dead = {"stage": "sink", "reason": "expired"}
+    assert value(scrape(families), "sensorstream_dead_letters_total", **dead) == sum(gone.values())
+    assert sum("deleted by the topic's retention" in r.message for r in caplog.records) == 2
+
+    letters = table_rows(f"{lake_uri}/dlq", None).to_pylist()
+    assert len(letters) == 2
+    for row in letters:
+        source = json.loads(row["source"])
+        p = int(source["partition"])
+        assert source["topic"] == topic and int(source["offset"]) == cut[p] - 1
+        assert f"{gone[p]} records of {topic}/{p}" in row["error"]
+        assert f"offsets {read[p]} to {cut[p] - 1}" in row["error"]
+        headers = json.loads(row["headers"])
+        assert headers["dlq.expired.first_offset"] == str(read[p])
+        assert headers["dlq.expired.last_offset"] == str(cut[p] - 1)
+        assert row["message_value"] is None
+
+    raw = table_rows(f"{lake_uri}/raw", None)
+    offsets = {(r["_kafka_partition"], r["_kafka_offset"]) for r in raw.to_pylist()}
+    assert {(1, o) for o in range(cut[1], ends[1])} <= offsets
+    assert not {(p, o) for p in (0, 1) for o in range(read[p], cut[p])} & offsets
+    assert raw.num_rows == 40 + ends[1] - cut[1]
+
+    # Partition 0 has nothing past the gap, so its offsets are not committed past it: the next
+    # run meets the same gap, and the dead-letter table already holds it.
+    third = DeltaSink(sink_settings(unique), connection).run()
+    assert third.dead_letters == 0
+    assert len(table_rows(f"{lake_uri}/dlq", None).to_pylist()) == 2
