@@ -45,10 +45,11 @@ from schemas.registry import SchemaRegistry
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
+from sensorstream.retention import ExpiredRecords, expired_records
 from sensorstream.settings import ConnectionSettings
 from sinks.batch import BufferedRecords, TableBatch
 from sinks.delta_writer import DeltaTableWriter
-from sinks.expired import ExpiredRecords, expired_records
+from sinks.expired import expired_dead_row
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
@@ -231,11 +232,11 @@ class DeltaSink:
         writer = self.writer(target)
         now = datetime.now(UTC)
         for gap in gaps:
-            log.error("%s", gap.reason)
+            row = expired_dead_row(gap, int(now.timestamp() * 1000))
+            log.error("%s", row.reason)
             noted = writer.txn_version(gap.topic, gap.partition)
             if noted is not None and noted >= gap.last:
                 continue
-            row = gap.dead_row(int(now.timestamp() * 1000))
             letters = dead_letter_table([], [row], target.settings.hourly, now)
             writer.write(letters, {(gap.topic, gap.partition): gap.last})
             self.metrics.expired(gap.count)

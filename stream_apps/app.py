@@ -30,6 +30,7 @@ from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
+from stream_apps.expired import ExpiredReporter
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.outputs import OutputEncoders
 from stream_apps.reconnect import Outage, outage_error
@@ -114,6 +115,7 @@ class RouterApp:
         self.kafka_config = connection.kafka_client_config()
         self.registry = SchemaRegistry(connection.schema_registry_config())
         self.control = RoutingControl(self.kafka_config, settings.control_topic)
+        self.expired = ExpiredReporter(self.kafka_config, self.metrics)
         self.app: Application | None = None
         self.router: MessageRouter | None = None
         self._stop_requested = threading.Event()
@@ -176,6 +178,7 @@ class RouterApp:
             self.kafka_config,
             [TopicSpec(config.input, s.output_partitions), TopicSpec(config.dead_letter_topic, 1)],
         )
+        self.expired.check(s.consumer_group, config.input, config.dead_letter_topic)
         extra = {k: v for k, v in self.kafka_config.items() if k != "bootstrap.servers"}
         app = Application(
             broker_address=self.connection.kafka_bootstrap_servers,

@@ -136,6 +136,10 @@ class RouterMetrics:
         self._commit.observe(commit_s)
         self._last_commit.set(now)
 
+    def expired(self, records: int) -> None:
+        """Input records the topic's retention deleted before the router read them."""
+        self._dead["expired"].inc(records)
+
     def checkpoint_failed(self) -> None:
         """The open checkpoint will not commit: its messages will be routed again."""
         with self._lock:

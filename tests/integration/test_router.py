@@ -330,3 +330,67 @@ RANGES = {
 
 def in_ranges(row: dict) -> bool:
     return all(row[f] is None or lo <= row[f] <= hi for f, (lo, hi) in RANGES.items())
+
+
+def test_input_past_retention_is_reported_once_not_skipped_silently(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """A router down longer than its input's retention: the deleted records are named in a
+    dead letter, counted, and the rest is routed."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from sensorstream.metrics import MetricFamilies
+    from stream_apps.metrics import RouterMetrics
+    from tests.unit.test_metrics_router_sink import scrape, value
+
+    produce_nodes(tmp_path, connection, unique, {"edge-a": "eu-west-1"})
+    routes = routing_file(tmp_path, unique)
+    assert RouterApp(router_settings(routes, unique), connection).run().routed == 6
+    topic = f"t.{unique}.in"
+    group = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"g-{unique}"})
+    read = group.committed([TopicPartition(topic, 0)], timeout=30)[0].offset
+    assert read >= 0
+
+    # 20 more readings on partition 0 (copies of the first), then retention takes 12 of them
+    inputs = read_topic(kafka.bootstrap_servers, topic)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    for i in range(20):
+        producer.produce(
+            topic,
+            key=inputs[i % len(inputs)].key(),
+            value=inputs[i % len(inputs)].value(),
+            partition=0,
+        )
+    assert producer.flush(30) == 0
+    _, end = group.get_watermark_offsets(TopicPartition(topic, 0), timeout=30, cached=False)
+    cut = end - 20 + 12  # from the committed offset (a transaction marker may follow it) on
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(topic, 0, cut)]).values():
+        future.result(30)
+
+    families = MetricFamilies()
+    metrics = RouterMetrics(families)
+    result = RouterApp(router_settings(routes, unique), connection, metrics).run()
+    assert result.routed == 20 - 12
+    dead = {"stage": "router", "reason": "expired"}
+    assert value(scrape(families), "sensorstream_dead_letters_total", **dead) == cut - read
+
+    def notices() -> list[dict]:
+        letters = [
+            dict(m.headers()) for m in read_topic(kafka.bootstrap_servers, f"t.{unique}.dlq")
+        ]
+        return [h for h in letters if b"retention" in h["dlq.error"]]
+
+    [notice] = notices()
+    assert notice["dlq.stage"] == b"router"
+    assert notice["dlq.source.topic"] == topic.encode()
+    assert notice["dlq.source.first_offset"] == str(read).encode()
+    assert notice["dlq.source.last_offset"] == str(cut - 1).encode()
+    named = f"offsets {read} to {cut - 1} of {topic}/0 ({cut - read} records"
+    assert named.encode() in notice["dlq.error"]
+
+    # The router committed past the gap: a restart finds nothing more to report.
+    assert RouterApp(router_settings(routes, unique), connection).run().routed == 0
+    assert len(notices()) == 1
+    group.close()

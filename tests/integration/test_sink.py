@@ -413,8 +413,8 @@ def test_records_past_retention_are_reported_in_the_dead_letter_table_once(
         source = json.loads(row["source"])
         p = int(source["partition"])
         assert source["topic"] == topic and int(source["offset"]) == cut[p] - 1
-        assert f"{gone[p]} records of {topic}/{p}" in row["error"]
-        assert f"offsets {read[p]} to {cut[p] - 1}" in row["error"]
+        named = f"offsets {read[p]} to {cut[p] - 1} of {topic}/{p} ({gone[p]} records"
+        assert named in row["error"]
         headers = json.loads(row["headers"])
         assert headers["dlq.expired.first_offset"] == str(read[p])
         assert headers["dlq.expired.last_offset"] == str(cut[p] - 1)

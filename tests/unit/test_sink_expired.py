@@ -1,11 +1,13 @@
-"""The gap between where a sink resumes and a partition's log start (`sinks.expired`)."""
+"""The gap between where a consumer resumes and a partition's log start, and the sink's row
+for it (`sensorstream.retention`, `sinks.expired`)."""
 
 from __future__ import annotations
 
-from sinks.expired import HEADER_FIRST, HEADER_LAST, expired_records
+from sensorstream.retention import expired_records
+from sinks.expired import HEADER_FIRST, HEADER_LAST, expired_dead_row
 
 
-def test_no_gap_when_the_sink_resumes_at_or_past_the_log_start() -> None:
+def test_no_gap_when_the_consumer_resumes_at_or_past_the_log_start() -> None:
     assert expired_records("t", 0, resume=10, log_start=10) is None
     assert expired_records("t", 0, resume=11, log_start=10) is None
     assert expired_records("t", 0, resume=0, log_start=0) is None
@@ -20,8 +22,10 @@ def test_a_gap_names_its_offsets_and_becomes_one_dead_row_at_its_last_offset() -
     gap = expired_records("sensors.raw", 2, resume=40, log_start=55)
     assert gap is not None
     assert (gap.first, gap.last, gap.count) == (40, 54, 15)
-    assert "15 records of sensors.raw/2 (offsets 40 to 54)" in gap.reason
-    row = gap.dead_row(now_ms=1_700_000_000_000)
+    assert "offsets 40 to 54 of sensors.raw/2 (15 records" in gap.reason("router")
+    assert "before the router read them" in gap.reason("router")
+    row = expired_dead_row(gap, now_ms=1_700_000_000_000)
     assert (row.message.topic, row.message.partition, row.message.offset) == ("sensors.raw", 2, 54)
-    assert row.message.value is None and row.reason == gap.reason
+    assert row.message.value is None
+    assert row.reason.startswith(gap.reason("sink")) and "not in the table" in row.reason
     assert dict(row.message.headers) == {HEADER_FIRST: b"40", HEADER_LAST: b"54"}
