@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.e2e_sampling import cpu_seconds
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,16 +36,6 @@ def _machine_seconds() -> tuple[float, float]:
     return (sum(ticks) - idle) / _TICKS, sum(ticks) / _TICKS
 
 
-def _process_seconds(pid: int) -> float | None:
-    """utime + stime of `pid` (all its threads), or None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    after_name = text[text.rindex(")") + 2 :].split()
-    return (int(after_name[11]) + int(after_name[12])) / _TICKS  # fields 14 and 15
-
-
 @dataclass(frozen=True)
 class CpuSnapshot:
     busy_s: float
@@ -53,7 +45,7 @@ class CpuSnapshot:
     @classmethod
     def take(cls, pids: dict[str, int]) -> CpuSnapshot:
         busy, total = _machine_seconds()
-        servers = {name: _process_seconds(pid) for name, pid in pids.items()}
+        servers = {name: cpu_seconds(pid) for name, pid in pids.items()}
         return cls(busy, total, {n: s for n, s in servers.items() if s is not None})
 
     def since(self, before: CpuSnapshot, rows: int, seconds: float) -> dict[str, object]:

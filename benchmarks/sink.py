@@ -1215,27 +1215,21 @@ def table(results: dict[str, Any]) -> str:
     def servers(r: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["servers_cpu_us_per_row"].items()))
 
-    floor = base["floor"]
+    machine_runs = (
+        ("  machine during the sink run", tuned),
+        ("  machine during the floor's write", base["floor"]),
+        ("  machine during consume alone", consume["consume"]),
+    )
     lines += [
         row(
-            "  machine during the sink run (all processes)",
-            tuned["rows_per_s"],
-            tuned["machine_cpu_us_per_row"],
-            f"{tuned['machine_cores_busy']:.2f} cores busy; servers us/row: {servers(tuned)}",
-        ),
-        row(
-            "  machine during the floor's write",
-            floor["rows_per_s"],
-            floor["machine_cpu_us_per_row"],
-            f"{floor['machine_cores_busy']:.2f} cores busy; servers us/row: {servers(floor)}",
-        ),
-        row(
-            "  machine during consume alone",
-            consume["consume"]["rows_per_s"],
-            consume["consume"]["machine_cpu_us_per_row"],
-            f"{consume['consume']['machine_cores_busy']:.2f} cores busy; servers us/row: "
-            f"{servers(consume['consume'])}",
-        ),
+            label,
+            run["rows_per_s"],
+            run["machine_cpu_us_per_row"],
+            f"{run['machine_cores_busy']:.2f} cores busy; servers us/row: {servers(run)}",
+        )
+        for label, run in machine_runs
+    ]
+    lines += [
         row(
             "  CPU ceiling (all cores, sink run's CPU/row)",
             ratios["cpu_ceiling_rows_per_s"],
