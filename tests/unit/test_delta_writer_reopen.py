@@ -1,0 +1,72 @@
+"""The Delta writer opens its table afresh after each checkpoint instead of growing one
+`DeltaTable` with every commit (its memory is measured by `benchmarks/delta_state.py`).
+
+Real deltalake on a local path: no server involved."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from sinks.delta_writer import DeltaTableWriter
+from sinks.settings import SinkSettings
+from sinks.tables import app_id, target_for
+
+TOPIC = "sensors.raw"
+
+
+def batch(first_offset: int, rows: int = 3) -> pa.Table:
+    offsets = list(range(first_offset, first_offset + rows))
+    return pa.table(
+        {
+            "x": pa.array(offsets, pa.int64()),
+            "_kafka_topic": pa.array([TOPIC] * rows, pa.string()),
+            "_kafka_partition": pa.array([0] * rows, pa.int32()),
+            "_kafka_offset": pa.array(offsets, pa.int64()),
+            "event_date": pa.array([date(2026, 11, 23)] * rows, pa.date32()),
+        }
+    )
+
+
+def test_the_table_is_reopened_after_each_checkpoint_and_misses_nothing(tmp_path: Path) -> None:
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    target = target_for(TOPIC, settings, str(tmp_path))
+    writer = DeltaTableWriter(target, None, checkpoint_interval=5)
+    objects, versions_at_reopen = [], []
+    for i in range(23):
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+        table = writer._table
+        if not objects or table is not objects[-1]:
+            objects.append(table)
+            versions_at_reopen.append(table.version())
+    # opened when created (version 0), then right after each checkpoint: versions 4, 9, 14, 19
+    assert versions_at_reopen == [0, 4, 9, 14, 19]
+    log = sorted(p.name for p in (Path(target.uri) / "_delta_log").glob("*.checkpoint.parquet"))
+    assert [int(name.split(".")[0]) for name in log] == [4, 9, 14, 19]
+    # a replayed batch is still recognised through the reopened table
+    assert writer.write(batch(60), {(TOPIC, 0): 62}) == 0
+    final = DeltaTable(target.uri)
+    assert final.count() == 69
+    assert final.transaction_version(app_id(TOPIC, 0)) == 68
+
+
+def test_other_writers_commits_still_lead_to_a_reopen(tmp_path: Path) -> None:
+    """Versions that never land on a checkpoint of ours reopen after two intervals anyway."""
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    target = target_for(TOPIC, settings, str(tmp_path))
+    ours = DeltaTableWriter(target, None, checkpoint_interval=4)
+    other = DeltaTableWriter(target, None, checkpoint_interval=4)
+    ours.write(batch(0), {(TOPIC, 0): 2})
+    first = ours._table
+    offset = 3
+    for _ in range(3):  # the other writer takes the versions ours would have reopened at
+        for _ in range(3):
+            other.write(batch(offset), {(TOPIC, 0): offset + 2})
+            offset += 3
+        ours.write(batch(offset), {(TOPIC, 0): offset + 2})
+        offset += 3
+    assert ours._table is not first
+    assert DeltaTable(target.uri).count() == offset
