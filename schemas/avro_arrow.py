@@ -40,7 +40,7 @@ import math
 import os
 import struct
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from datetime import time as dt_time
 from decimal import Decimal
@@ -571,6 +571,16 @@ def _decode_run(
     return left + right, left_bad + right_bad
 
 
+def _chunks(bodies: Sequence[Any]) -> Iterator[tuple[int, Sequence[Any]]]:
+    """(index of the first, chunk) of at most `CHUNK_BODIES` bodies each; a batch that fits
+    is its own one chunk, not a copy."""
+    if len(bodies) <= CHUNK_BODIES:
+        yield 0, bodies
+        return
+    for start in range(0, len(bodies), CHUNK_BODIES):
+        yield start, bodies[start : start + CHUNK_BODIES]
+
+
 def decode_bodies_checked(
     schema: dict[str, Any], bodies: Sequence[Body], prefix: bytes = b""
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
@@ -589,8 +599,7 @@ def decode_bodies_checked(
     fast = polars_can_read(schema)
     tables: list[pa.Table] = []
     bad: list[tuple[int, str]] = []
-    for start in range(0, len(bodies), CHUNK_BODIES):
-        chunk = bodies[start : start + CHUNK_BODIES] if len(bodies) > CHUNK_BODIES else bodies
+    for start, chunk in _chunks(bodies):
         chunk_tables, chunk_bad = _decode_run(schema, chunk, target, start, fast, prefix)
         tables += chunk_tables
         bad += chunk_bad
@@ -612,8 +621,7 @@ def decode_bodies_at_once(
         return None
     target = arrow_schema_for(schema)
     tables = []
-    for start in range(0, len(bodies), CHUNK_BODIES):
-        chunk = bodies[start : start + CHUNK_BODIES] if len(bodies) > CHUNK_BODIES else bodies
+    for _, chunk in _chunks(bodies):
         try:
             tables.append(_polars_table(schema, chunk, target, prefix))
         except (ValueError, TypeError):  # TypeError: a missing body (a tombstone's None)

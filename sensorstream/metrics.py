@@ -54,8 +54,8 @@ value and would make one time series per distinct bad value.
 - decode: a message is not Avro in the wire format, or its schema id is unknown (router, sink)
 - route: one route could not take the record (validation, expression, unsafe topic) (router)
 - schema: the record's schema does not fit its Delta table (sink)
-- expired: the topic's retention deleted the record before the sink read it (sink); one row
-  in the dead-letter table names the range of such records"""
+- expired: the topic's retention deleted the record before the stage read it (router, sink);
+  counted per offset, and one dead letter per gap names the offsets"""
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "bad_row",
     "encode",

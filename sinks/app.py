@@ -205,10 +205,12 @@ class DeltaSink:
             start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
             if version is not None and (start < 0 or version + 1 > start):
                 start = version + 1
-            log_start, _ = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
-            gap = expired_records(tp.topic, tp.partition, start, log_start)
-            if gap is not None:
-                gaps.append(gap)
+            log_start = -1  # only a real position can be past retention: no call otherwise
+            if start >= 0:
+                log_start, _ = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
+                gap = expired_records(tp.topic, tp.partition, start, log_start)
+                if gap is not None:
+                    gaps.append(gap)
             if target.settings.landing:
                 # The landing area resumes after its own last file; where it is behind the
                 # table, the table's writer drops the rows it already holds.

@@ -76,15 +76,12 @@ class ExpiredReporter:
     def __init__(self, kafka_config: dict[str, Any], metrics: RouterMetrics) -> None:
         self.kafka_config = kafka_config
         self.metrics = metrics
-        self._reported: set[tuple[str, int, int]] = set()
+        self._reported: set[ExpiredRecords] = set()
 
     def check(self, group: str, topic: str, dead_letter_topic: str) -> list[ExpiredRecords]:
         """Find the gaps of `group` on `topic`; log, count and dead-letter the new ones."""
-        gaps = [
-            g
-            for g in expired_since_commit(self.kafka_config, group, topic)
-            if (g.topic, g.partition, g.last) not in self._reported
-        ]
+        found = expired_since_commit(self.kafka_config, group, topic)
+        gaps = [g for g in found if g not in self._reported]
         if not gaps:
             return []
         producer = Producer({**self.kafka_config, "enable.idempotence": True})
@@ -102,5 +99,5 @@ class ExpiredReporter:
             )
         for gap in gaps:
             self.metrics.expired(gap.count)
-            self._reported.add((gap.topic, gap.partition, gap.last))
+            self._reported.add(gap)
         return gaps
