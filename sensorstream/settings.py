@@ -174,9 +174,11 @@ class ConnectionSettings(LayeredSettings):
         return url
 
     def schema_registry_config(self) -> dict[str, str]:
+        """confluent-kafka's SchemaRegistryClient config. Its Python client takes
+        `basic.auth.user.info` alone and refuses librdkafka's `basic.auth.credentials.source`
+        (every client would fail at start). An empty value means no authentication."""
         config = {"url": self.schema_registry_url}
         if self.schema_registry_basic_auth_user_info:
-            config["basic.auth.credentials.source"] = "USER_INFO"
             config["basic.auth.user.info"] = (
                 self.schema_registry_basic_auth_user_info.get_secret_value()
             )

@@ -315,7 +315,7 @@ def environment_uses() -> list[tuple[str, str, bool]]:
 
 
 def deployment_yaml_files() -> list[Path]:
-    files = [COMPOSE, *bacalhau_specs()]
+    files = [COMPOSE, *bacalhau_specs(), BACALHAU_DIR / "node" / "config.yaml"]
     files += sorted(p for p in OBSERVABILITY_DIR.rglob("*") if p.suffix in {".yml", ".yaml"})
     return files
 
@@ -674,3 +674,148 @@ def test_healthcheck_probe_reads_the_metrics_settings() -> None:
     ) == ("http://[::1]:1/metrics")
     with pytest.raises(SystemExit):
         probe.probe_url("producer", {})
+
+
+# -- what the producer reads, against the Bacalhau specs and the compute node's allow-list -----
+
+BACALHAU_NODE_CONFIG = BACALHAU_DIR / "node" / "config.yaml"
+
+
+def producer_env_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(every environment name the producer reads, the secret ones among them).
+
+    Derived from the code, not listed: all of ProducerSettings, plus the ConnectionSettings
+    fields the edge tailer actually touches while it builds its clients (recorded on a
+    subclass), so a setting the tailer starts reading later is included without anyone
+    remembering to add it here.
+    """
+    from producers.settings import ProducerSettings
+    from producers.tailer import EdgeTailer
+    from sensorstream.settings import ConnectionSettings
+
+    touched: set[str] = set()
+
+    class Recording(ConnectionSettings):
+        def __getattribute__(self, name: str) -> Any:
+            if name in ConnectionSettings.model_fields:
+                touched.add(name)
+            return super().__getattribute__(name)
+
+    values: dict[str, Any] = {}
+    for name, info in ConnectionSettings.model_fields.items():
+        values[name] = SecretStr("x:y") if _is_secret(info.annotation) else "x"
+    values["schema_registry_url"] = "http://registry.invalid:8081"
+    connection = Recording(**values)
+    touched.clear()
+    EdgeTailer(ProducerSettings(sqlite=Path("edge.db"), node_id="n"), connection)
+    read = [(ProducerSettings, name) for name in ProducerSettings.model_fields]
+    read += [(ConnectionSettings, name) for name in sorted(touched)]
+    names = {env for cls, name in read for env in _field_env_names(cls, name)}
+    secrets = {
+        env
+        for cls, name in read
+        if _is_secret(cls.model_fields[name].annotation)
+        for env in _field_env_names(cls, name)
+    }
+    return frozenset(names), frozenset(secrets)
+
+
+def producer_tasks() -> list[tuple[Path, dict[str, Any]]]:
+    return [(p, t) for p, t in bacalhau_tasks() if task_command(t)[:1] == ["produce"]]
+
+
+def node_allow_list() -> list[str]:
+    config = yaml.safe_load(BACALHAU_NODE_CONFIG.read_text(encoding="utf-8"))
+    return list(config["Compute"]["Env"]["AllowList"])
+
+
+def allowed_by_node(name: str, patterns: list[str]) -> bool:
+    """Whether the compute node resolves `env:name`. Bacalhau's host resolver matches each
+    entry as an unanchored Go regular expression while its docs call them glob patterns:
+    an entry must admit the name under both readings, so it works whichever the node runs."""
+    return any(re.search(p, name) for p in patterns) and any(
+        fnmatch.fnmatchcase(name, p) for p in patterns
+    )
+
+
+def test_producer_settings_are_derived_from_the_tailer() -> None:
+    """Guards the derivation: the tailer's Kafka and registry settings are seen, the lake's
+    are not (the producer never writes to S3, so its jobs get no AWS credentials)."""
+    names, secrets = producer_env_names()
+    assert {"KAFKA_SASL_USERNAME", "SCHEMA_REGISTRY_URL", "SENSORSTREAM_PRODUCER_NODE_ID"} <= names
+    assert {"KAFKA_SASL_PASSWORD", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"} <= secrets
+    lake = {n for n in names if n.startswith("AWS_") or n == "SENSORSTREAM_LAKE_URI"}
+    assert not lake
+
+
+def test_producer_jobs_get_every_secret_the_producer_reads_from_the_node() -> None:
+    _, secrets = producer_env_names()
+    tasks = producer_tasks()
+    assert len(tasks) >= 2
+    missing = []
+    for path, task in tasks:
+        _, env = task_environment(task)
+        missing += [
+            f'{path.name}: {name} (expected Env {name}: "env:{name}")'
+            for name in sorted(secrets)
+            if env.get(name) != f"env:{name}"
+        ]
+    assert not missing, "producer secrets the job does not pass:\n  " + "\n  ".join(missing)
+
+
+def test_producer_jobs_pass_only_settings_the_producer_reads() -> None:
+    """Least privilege: an edge job that asks for the lake's AWS keys would get them."""
+    names, _ = producer_env_names()
+    extra = []
+    for path, task in producer_tasks():
+        engine, env = task_environment(task)
+        extra += [f"{path.name}: {key}" for key in [*engine, *env] if key not in names]
+        extra += [
+            f"{path.name}: {key} reads node variable {value[4:]}"
+            for key, value in env.items()
+            if value.startswith("env:") and value[4:] != key
+        ]
+    assert not extra, "settings the producer does not read:\n  " + "\n  ".join(extra)
+
+
+def test_the_compute_node_allow_lists_every_variable_the_jobs_read() -> None:
+    patterns = node_allow_list()
+    refused = [
+        f"{path.name}: env:{value[4:]}"
+        for path, task in bacalhau_tasks()
+        for value in task_environment(task)[1].values()
+        if value.startswith("env:") and not allowed_by_node(value[4:], patterns)
+    ]
+    assert not refused, (
+        f"{BACALHAU_NODE_CONFIG.relative_to(REPO)} Compute.Env.AllowList does not admit:\n  "
+        + "\n  ".join(refused)
+    )
+    unused = {
+        p
+        for p in patterns
+        if not any(
+            allowed_by_node(value[4:], [p])
+            for _, task in bacalhau_tasks()
+            for value in task_environment(task)[1].values()
+            if value.startswith("env:")
+        )
+    }
+    assert not unused, f"allow-listed but no job reads them: {sorted(unused)}"
+
+
+def test_node_allow_list_semantics() -> None:
+    """The check above against Bacalhau's matching: exact names pass, others do not."""
+    assert allowed_by_node("KAFKA_SASL_PASSWORD", ["KAFKA_SASL_PASSWORD"])
+    assert not allowed_by_node("KAFKA_SASL_PASSWORD", ["KAFKA_SASL_USERNAME"])
+    assert not allowed_by_node("AWS_SECRET_ACCESS_KEY", ["^AWS_SECRET_ACCESS_KEY$"])  # glob
+    assert not allowed_by_node("XAWS_KEY", ["AWS_*"])  # glob reading refuses it
+
+
+def test_the_bacalhau_readme_shows_the_node_config() -> None:
+    readme = (BACALHAU_DIR / "README.md").read_text(encoding="utf-8")
+    assert "node/config.yaml" in readme
+    for name in node_allow_list():
+        assert name in readme, f"README.md does not mention allow-listed {name}"
+    assert "may carry basic-auth credentials" not in "".join(
+        p.read_text(encoding="utf-8") for p in bacalhau_specs()
+    ), "the registry URL may not carry credentials: they are refused at start"

@@ -128,9 +128,55 @@ def test_registry_credentials_are_a_secret_passed_as_basic_auth(monkeypatch):
     assert "registry-secret" not in repr(settings)
     assert settings.schema_registry_config() == {
         "url": "http://127.0.0.1:8081/apis/ccompat/v7",
-        "basic.auth.credentials.source": "USER_INFO",
         "basic.auth.user.info": "svc:registry-secret",
     }
+
+
+def test_the_registry_client_sends_the_credentials(monkeypatch):
+    """The client really built from the settings authenticates: confluent-kafka's Python
+    client refuses librdkafka's `basic.auth.credentials.source`, so a config carrying it failed
+    every producer, router and sink given registry credentials."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from schemas.registry import SchemaRegistry
+
+    seen: list[str | None] = []
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "svc:registry-secret")
+        registry = SchemaRegistry(load_settings(ConnectionSettings).schema_registry_config())
+        assert registry.client.get_subjects() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = "Basic " + base64.b64encode(b"svc:registry-secret").decode()
+    assert seen == [expected]
+
+
+def test_an_empty_registry_credential_means_no_authentication(monkeypatch):
+    """A node without registry authentication still defines the variable its job maps (a
+    Bacalhau `env:` reference to an undefined variable fails the execution): empty is none."""
+    monkeypatch.setenv("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "")
+    settings = load_settings(ConnectionSettings)
+    assert "basic.auth.user.info" not in settings.schema_registry_config()
+    assert "sasl.password" not in settings.kafka_client_config()
 
 
 def test_a_password_in_the_registry_url_is_refused_without_echoing_it(monkeypatch):
