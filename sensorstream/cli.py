@@ -397,6 +397,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_config_file(path: Path) -> None:
+    """Every key of a `--config` file must mean something to some command: one file may
+    serve them all, but a typo must stop the command instead of leaving a default in force."""
+    from producers.settings import ProducerSettings
+    from producers.simulator.settings import SimulatorSettings
+    from sensorstream.config_file import read_yaml
+    from sensorstream.settings import ConnectionSettings, check_config_keys
+    from sinks.settings import SinkSettings
+    from stream_apps.settings import RouterSettings
+
+    sections = {
+        "simulator": SimulatorSettings,
+        "producer": ProducerSettings,
+        "router": RouterSettings,
+        "sink": SinkSettings,
+    }
+    check_config_keys(
+        read_yaml(path), top_level=[ConnectionSettings, *sections.values()], sections=sections
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sensorstream.logs import silence_known_warnings
 
@@ -405,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if getattr(args, "config", None) is not None:
+            _check_config_file(args.config)
         return handler(args)
     except ConfigError as exc:
         _stderr(f"sensorstream: {exc}")

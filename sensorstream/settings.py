@@ -8,12 +8,16 @@ and the lake. Secrets are `SecretStr`, so they never reach a log line or an erro
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -96,6 +100,75 @@ def load_settings(
         raise ConfigError(_describe(exc, settings_cls, document, origin, cli)) from None
     finally:
         _yaml_values.reset(token)
+
+
+def check_config_keys(
+    document: YamlDocument,
+    *,
+    top_level: Iterable[type[BaseModel]],
+    sections: Mapping[str, type[BaseModel]],
+) -> None:
+    """Refuse a key the file's reader would ignore, at any depth: top level, section, or a
+    mapping inside a section (a sink's `routes:` entries).
+
+    Settings classes ignore keys they do not know (so one file can serve every command), and
+    a misspelt key silently became its default: `kafka_bootstrap_serverz:` sent a node to the
+    default broker. The whole file is checked against every command's settings, whichever
+    command reads it. Keys compare case-insensitively, as the settings do.
+    """
+    shapes: dict[str, Any] = {}
+    for model in top_level:
+        shapes.update({name: _model_in(f.annotation) for name, f in model.model_fields.items()})
+    shapes.update(sections)
+    _check_mapping(document, document.data, (), set(shapes), shapes)
+
+
+def _check_mapping(
+    document: YamlDocument,
+    data: dict[str, Any],
+    loc: tuple[str | int, ...],
+    known: set[str],
+    nested: Mapping[str, Any],
+) -> None:
+    """`nested` maps a known key to the model its value must follow (or None: a leaf)."""
+    for key, value in data.items():
+        name = key.lower()
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
+            raise ConfigError(f"{document.where((*loc, key))}: unknown setting; {hint}")
+        _check_value(document, value, (*loc, key), nested.get(name))
+
+
+def _check_value(
+    document: YamlDocument, value: Any, loc: tuple[str | int, ...], shape: Any
+) -> None:
+    """Descend into `value` where `shape` (a model, or a dict of models) says what it holds."""
+    if shape is None or not isinstance(value, dict):
+        return  # a leaf, or a wrong type the settings class reports with its line
+    if isinstance(shape, type) and issubclass(shape, BaseModel):
+        fields = shape.model_fields
+        nested = {name: _model_in(f.annotation) for name, f in fields.items()}
+        _check_mapping(document, value, loc, set(fields), nested)
+    elif typing.get_origin(shape) is dict:
+        model = _model_in(typing.get_args(shape)[1])
+        for key, item in value.items():
+            _check_value(document, item, (*loc, key), model)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model (or dict of models) a field holds, through `X | None`; None for a leaf."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return annotation if _model_in(typing.get_args(annotation)[1]) else None
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
 
 
 def _describe(
