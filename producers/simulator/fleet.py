@@ -92,7 +92,7 @@ class Sensor:
     base_temperature: float
     daily_swing: float  # peak-to-mean °C of the day/night cycle
     base_humidity: float
-    base_pressure: float
+    base_pressure: float  # hPa, the model's unit; readings carry bar
 
     def metadata_row(self) -> tuple[object, ...]:
         """The metadata columns, in `database.METADATA_COLUMNS` order."""

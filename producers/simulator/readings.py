@@ -5,6 +5,11 @@ temperature cycle at the sensor's solar time, humidity falling as it warms, pres
 slowly) and tightly enough to be reproducible: everything comes from one seeded stream and the
 reading's timestamp, visited sensor by sensor in round-robin order.
 
+Units are what the rows carry: temperature in degrees Celsius, humidity in percent, pressure
+in bar (the unit of the legacy fleet's sensors, so the default routes and the demo hold the
+same data the fleet sends), vibration in mm/s, voltage in volts. Pressure is modelled in hPa,
+where weather reads naturally, and written in bar.
+
 Anomalies come in episodes: spike, noise and missing_data touch one reading; trend and pattern
 run over several consecutive readings of the same sensor, the way a failing bearing or a
 flapping relay would. `anomaly_probability` is the expected fraction of anomalous rows, so the
@@ -35,18 +40,20 @@ _MEAN_EPISODE_LENGTH = sum((lo + hi) / 2 for lo, hi in _EPISODE_LENGTHS.values()
     _EPISODE_LENGTHS
 )
 
-# Per measurement, in MEASUREMENTS order and the field's own units (voltage: a fraction of the
-# nominal supply): spike size, trend change per reading, pattern amplitude, noise sigma.
+# Per measurement, in MEASUREMENTS order and the model's units (pressure: hPa; voltage: a
+# fraction of the nominal supply): spike size, trend change per reading, pattern amplitude,
+# noise sigma.
 _SPIKE = ((35.0, 75.0), (30.0, 60.0), (30.0, 80.0), (40.0, 120.0), (0.3, 0.6))
 _TREND_STEP = ((0.8, 2.5), (2.0, 4.0), (1.0, 3.0), (1.0, 4.0), (0.01, 0.03))
 _PATTERN_AMPLITUDE = ((6.0, 10.0), (10.0, 20.0), (10.0, 20.0), (6.0, 15.0), (0.05, 0.15))
 _NOISE_SIGMA = (8.0, 15.0, 20.0, 5.0, 0.08)
 # Overheating and shaking go up; the others fail either way.
 _UPWARD_ONLY = (True, False, False, True, False)
-_DECIMALS = (2, 2, 2, 3, 2)
-_HUMIDITY, _VIBRATION, _VOLTAGE = (
-    MEASUREMENTS.index(m) for m in ("humidity", "vibration", "voltage")
+_DECIMALS = (2, 2, 5, 3, 2)  # pressure in bar: 0.01 hPa
+_HUMIDITY, _PRESSURE, _VIBRATION, _VOLTAGE = (
+    MEASUREMENTS.index(m) for m in ("humidity", "pressure", "vibration", "voltage")
 )
+HPA_PER_BAR = 1000.0
 
 
 def episode_start_probability(anomaly_probability: float) -> float:
@@ -96,6 +103,8 @@ class ReadingModel:
         self._next = (self._next + 1) % len(self._states)
         values: list[float | None] = list(self._normal_values(state, at))
         anomaly_type = self._apply_anomaly(state, values)
+        if values[_PRESSURE] is not None:
+            values[_PRESSURE] /= HPA_PER_BAR
         for i, value in enumerate(values):
             if value is not None:
                 values[i] = round(value, _DECIMALS[i])

@@ -91,7 +91,7 @@ def write_node(db: Path, node: str) -> None:
             "timestamp": f"2026-11-20T08:00:0{i}+00:00",
             "sensor_id": f"{node}-{name}",
             "humidity": 40.0,
-            "pressure": 1013.0,
+            "pressure": 1.013,  # bar, as the default routes expect
             "voltage": 230.0,
             "latitude": 52.123456,
             "longitude": 4.987654,
@@ -323,7 +323,7 @@ RANGES = {
     "temperature": (-40, 125),
     "humidity": (0, 100),
     "voltage": (0, 480),
-    "pressure": (300, 1100),
+    "pressure": (0, 700),
     "vibration": (0, 200),
 }
 

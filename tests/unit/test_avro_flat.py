@@ -138,7 +138,9 @@ def test_damaged_bodies_read_or_fail_as_in_fastavro() -> None:
     ]
     for data in damaged:
         got = outcome(lambda data=data: reader(READING).read(data, 0)[0])
-        assert got == outcome(lambda data=data: fastavro_record(READING, data)), data
+        expected = outcome(lambda data=data: fastavro_record(READING, data))
+        # repr: a damaged double may decode as NaN, which never equals itself
+        assert repr(got) == repr(expected), data
 
 
 def test_same_body_layout() -> None:

@@ -25,7 +25,7 @@ TYPICAL: dict[str, Any] = {
     "sensor_id": "SENSOR_0001",
     "temperature": 21.5,
     "humidity": 45.25,
-    "pressure": 1013.2,
+    "pressure": 1.0132,  # bar
     "vibration": 0.12,
     "voltage": 230.1,
     "status_code": 0,
@@ -131,7 +131,8 @@ def test_null_flags_match_no_filter(routing: CompiledRouting) -> None:
         ({"temperature": 180.5}, "schematized: ranges.temperature: 180.5 is outside [-40, 125]"),
         ({"humidity": -0.5}, "schematized: ranges.humidity: -0.5 is outside [0, 100]"),
         ({"voltage": 480.01}, "schematized: ranges.voltage: 480.01 is outside [0, 480]"),
-        ({"pressure": 12.0}, "schematized: ranges.pressure: 12.0 is outside [300, 1100]"),
+        # hPa sent where the default routes expect bar
+        ({"pressure": 1013.2}, "schematized: ranges.pressure: 1013.2 is outside [0, 700]"),
         ({"vibration": float("nan")}, "schematized: finite.vibration: nan is not a finite number"),
         ({"temperature": float("inf")}, "schematized: finite.temperature: inf is not a finite"),
         ({"sensor_id": "   "}, "schematized: required.sensor_id: blank"),

@@ -43,8 +43,8 @@ SILVER_READINGS: tuple[Expectation, ...] = (
     _range("temperature", -40, 125, "degrees Celsius, industrial sensor range"),
     _range("humidity", 0, 100, "percent relative humidity"),
     _range("voltage", 0, 480, "12 V supplies up to 480 V three-phase"),
-    _range("pressure", 300, 1100, "hPa"),
-    _range("vibration", 0, 200, "mm/s RMS"),
+    _range("pressure", 0, 700, "bar, the unit of the legacy fleet's sensors"),
+    _range("vibration", 0, 200, "mm/s RMS, or g for the legacy fleet's sensors"),
     Expectation(
         "known_status_code",
         "status_code IS NULL OR status_code IN (0, 1)",
