@@ -19,9 +19,9 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from sensorstream.errors import PipelineError
+from sensorstream.errors import ConfigError, PipelineError
 
 _log = logging.getLogger(__name__)
 
@@ -47,12 +47,19 @@ class TopicSpec:
 def ensure_topics(
     kafka_config: dict[str, str], specs: list[TopicSpec], timeout: float = 10
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are, but a
+    topic whose spec is compacted must be compacted (see `require_compacted`)."""
     admin = AdminClient(kafka_config)
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [s for s in specs if s.name not in existing]
-    if not missing:
-        return
+    if missing:
+        _create(admin, missing, timeout)
+    compacted = [s.name for s in specs if s.config.get("cleanup.policy") == "compact"]
+    if compacted:
+        require_compacted(admin, compacted, timeout)
+
+
+def _create(admin: AdminClient, missing: list[TopicSpec], timeout: float) -> None:
     futures = admin.create_topics(
         [NewTopic(s.name, num_partitions=s.partitions, config=s.config) for s in missing],
         operation_timeout=timeout,
@@ -65,6 +72,32 @@ def ensure_topics(
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another instance created it first
             raise PipelineError(f"creating topic {name}: {exc.args[0].str()}") from exc
+
+
+def require_compacted(admin: AdminClient, topics: list[str], timeout: float = 10) -> None:
+    """Refuse to go on with an internal topic that retention may empty.
+
+    A producer's checkpoint and a routing version are each written once and then read at
+    every start, for as long as the node or the version lives. Under `delete` (or
+    `compact,delete`) a quiet node's checkpoint would age out and the node would stream its
+    whole database again; old routing versions, and the history with them, would vanish.
+    Checked on every start, not only at creation: the topic may predate the product, or
+    have been altered since.
+    """
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    for resource, future in futures.items():
+        policy = future.result(timeout)["cleanup.policy"].value
+        if policy != "compact":
+            name = resource.name
+            raise ConfigError(
+                f"topic {name} has cleanup.policy={policy}, but it must be compacted "
+                "(cleanup.policy=compact): it holds records written once and read at every "
+                "start (producers' checkpoints, routing versions), which retention would "
+                "delete, and a quiet node whose checkpoint is gone streams its whole database "
+                "again. Remedy: kafka-configs.sh --bootstrap-server <broker> --alter "
+                f"--entity-type topics --entity-name {name} --add-config cleanup.policy=compact"
+            )
 
 
 def read_to_end(
