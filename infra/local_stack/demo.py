@@ -13,9 +13,12 @@ checkpoint. What belongs to *this* run is therefore told apart by rowid, which i
 rows of this run are those after the highest rowid its database held when the demo started.
 
 Progress is measured from outside, as an operator would (`kafka_probe`, `snapshot`, shown by
-`progress`); the summary (`lake_report`, `summary`) reads the Delta tables themselves and checks
-that every simulated row is in the raw table exactly once (`exactly_once`). The processes are
-run by the `supervisor`, from the stage specs in `pipeline`. This module is the run itself.
+`progress`); after the simulators end, the demo waits as long as some stage makes progress
+(`drain`). The summary (`lake_report`, `summary`) reads the Delta tables themselves and checks
+that every simulated row is in the raw table exactly once (`exactly_once`), telling rows the
+stopped pipeline still holds (`in_flight`: late, they land on the next run) from lost ones.
+The processes are run by the `supervisor`, from the stage specs in `pipeline`. This module is
+the run itself.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import IO
 
 from infra.local_stack import pipeline
 from infra.local_stack.display import clock, shown
+from infra.local_stack.drain import Drain, DrainState, describe, owed
+from infra.local_stack.in_flight import read_in_flight
 from infra.local_stack.interrupts import StopRequests
 from infra.local_stack.kafka_probe import KafkaProbe
 from infra.local_stack.lake_report import read_lake
@@ -55,7 +60,6 @@ SINK_FLUSH_S = 2.0
 ROUTER_INSTANCE = "demo-router"
 SINK_INSTANCE = "demo-sink"
 
-DRAIN_TIMEOUT_S = 90.0  # after the simulators end, for the pipeline to catch up
 READY_TIMEOUT_S = 45.0  # for the router and the sink to start consuming
 REFRESH_S = 1.0
 
@@ -157,8 +161,16 @@ class Demo:
                     supervisor.stop_all(hurry=lambda: self.stops.hurry)
                     probe.close()
                     self._report_leftovers(supervisor)
-            self.say("reading the Delta tables")
-            report = read_lake(connection.lake_uri, connection.storage_options(), nodes, started_at)
+            self.say("reading what the stopped pipeline still holds, then the Delta tables")
+            in_flight = read_in_flight(
+                connection.kafka_client_config(),
+                connection.schema_registry_config(),
+                nodes,
+                probe.started,
+            )
+            report = read_lake(
+                connection.lake_uri, connection.storage_options(), nodes, started_at, in_flight
+            )
             self._lap("summary")
             print_summary(
                 self.out,
@@ -194,19 +206,25 @@ class Demo:
         self._lap("streaming")
         self.say("simulators done; waiting for the producers, the router and the sink to catch up")
         began = time.monotonic()
-        deadline = began + DRAIN_TIMEOUT_S
-        calm = 0
-        while calm < 2:  # twice in a row: the probe may not have read the last records yet
-            if time.monotonic() > deadline:
-                self.say(f"the pipeline did not catch up within {DRAIN_TIMEOUT_S:.0f} s; stopping")
-                break
+        drain = Drain(began)
+        state = DrainState.WAITING
+        while state is DrainState.WAITING:
             status = f"catching up {clock(time.monotonic() - began)}"
             if (code := self._watch(nodes, probe, sup, status)) is not None:
                 return code
-            calm = calm + 1 if self._last and self._last.caught_up else 0
+            assert self._last is not None
+            state = drain.observe(time.monotonic(), owed(self._last), self._last.caught_up)
         self.view.freeze()
         self._lap("draining")
-        self.say("caught up; stopping the producers, the router and the sink")
+        if state is DrainState.CAUGHT_UP:
+            self.say("caught up; stopping the producers, the router and the sink")
+        else:
+            self.say(
+                f"no stage made progress for {drain.stall_window_s:.0f} s (still owed: "
+                f"{describe(owed(self._last))}); stopping the producers, the router and the "
+                f"sink. What they still hold is counted as in flight below, not as missing; "
+                f"look in {shown(sup.log_dir)}/demo-*.log for why they stalled"
+            )
         rest = sup.of("produce", "route", "sink")
         sup.stop(rest, hurry=lambda: self.stops.hurry)
         self._lap("stopping")

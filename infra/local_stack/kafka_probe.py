@@ -67,6 +67,7 @@ class KafkaProbe:
         self.counts: Counter[str] = Counter()
         self.last: dict[tuple[str, int], int] = {}
         self.checkpoints: dict[str, int] = {}  # node id -> last rowid in Kafka
+        self.started: dict[tuple[str, int], int] = {}  # (topic, partition) -> end at start
         self._missing: set[str] = set()
         self._next_discovery = 0.0
         self._lags: dict[str, dict[str, int]] = {}
@@ -83,6 +84,7 @@ class KafkaProbe:
                 continue
             for partition in topics[name].partitions:
                 high = self._end_offset(TopicPartition(name, partition))
+                self.started[(name, partition)] = high
                 assignment.append(TopicPartition(name, partition, high))
         self._consumer.assign(assignment)
 

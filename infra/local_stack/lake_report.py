@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from infra.local_stack.exactly_once import NodeCheck, check_node
+from infra.local_stack.in_flight import InFlight
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 
 
@@ -61,9 +62,15 @@ def _per_region(table: Any | None) -> dict[str, int]:
 
 
 def read_lake(
-    lake_uri: str, options: dict[str, str], nodes: list[EdgeNode], started_at: datetime
+    lake_uri: str,
+    options: dict[str, str],
+    nodes: list[EdgeNode],
+    started_at: datetime,
+    in_flight: InFlight | None = None,
 ) -> LakeReport:
     """Count this run's rows in every table, check the raw table, measure latency.
+
+    `in_flight` (what the stopped pipeline still holds) tells late rows from lost ones.
 
     The tables are read side by side: each read is mostly waiting on the S3 server.
     """
@@ -112,7 +119,7 @@ def read_lake(
     return LakeReport(
         counts=counts,
         uris=uris,
-        checks=[check_node(node, raw) for node in nodes],
+        checks=[check_node(node, raw, in_flight) for node in nodes],
         latencies_s=latencies,
         dead_letters=0 if dlq is None else dlq.num_rows,
         backlog=backlog,

@@ -28,6 +28,16 @@ def example_query(lake_uri: str) -> str:
     return f'uv run python -c "{code}"'
 
 
+def verdict(report: LakeReport) -> str:
+    """OK: every row landed once. FAILED: a row lost or landed twice. INCOMPLETE: nothing
+    lost or doubled, but rows still in flight (the pipeline was stopped before landing them)."""
+    if all(c.ok for c in report.checks):
+        return "OK"
+    if any(c.broken for c in report.checks):
+        return "FAILED"
+    return "INCOMPLETE"
+
+
 def print_summary(
     out: IO[str],
     run_id: str,
@@ -71,16 +81,24 @@ def print_summary(
     total = sum(c.written for c in report.checks)
     landed = sum(c.landed for c in report.checks)
     dups = sum(c.duplicates for c in report.checks)
-    verdict = "OK" if all(c.ok for c in report.checks) else "FAILED"
     p(
-        f"  exactly once      {verdict}: {count(landed)} of {count(total)} rows written to "
-        f"SQLite are in the raw table, {count(dups)} duplicated"
+        f"  exactly once      {verdict(report)}: {count(landed)} of {count(total)} rows "
+        f"written to SQLite are in the raw table, {count(dups)} duplicated"
     )
+    in_flight = sum(c.in_flight for c in report.checks)
+    if in_flight:
+        p(
+            f"    {count(in_flight)} rows still in flight: in SQLite or Kafka, not yet landed, "
+            "not lost;\n    they land when the pipeline runs again (the next `make demo`)"
+        )
     for check in report.checks:
         if not check.ok:
+            missing = f"{count(check.missing)} missing"
+            if check.missing_sample:
+                missing += f" (e.g. rowids {check.missing_sample})"
             p(
-                f"    {check.node.node_id}: {count(check.written - check.landed)} missing "
-                f"(e.g. rowids {check.missing_sample}), {count(check.duplicates)} duplicated"
+                f"    {check.node.node_id}: {count(check.in_flight)} in flight, {missing}, "
+                f"{count(check.duplicates)} duplicated"
             )
     if report.backlog:
         p(f"  also landed       {count(report.backlog)} rows an earlier, interrupted run had left")

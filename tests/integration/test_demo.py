@@ -51,7 +51,7 @@ def test_demo_runs_three_regions_through_the_pipeline_exactly_once():
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=900,  # the demo waits as long as its pipeline makes progress
     )
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
