@@ -6,10 +6,10 @@ The protocol, per table and topic-partition:
 2. Records are buffered per table, as columns (`sinks.batch`), until the route's flush policy
    (rows, bytes, latency) or the memory bound says to write.
 3. Dead rows of the batch are appended to the dead-letter table, then the batch to its table,
-   each commit carrying the batch's last offsets as txn versions; each writer drops rows its
-   table already holds, so replays are harmless. This runs on a worker thread
-   (`sinks.flusher`), one batch per table at a time and in order, while the loop consumes the
-   next; different tables write side by side, so a 1-second table never waits for a
+   each commit carrying the batch's last offsets as txn versions where they move forward;
+   each writer drops rows its table already holds, so replays are harmless. This runs on a
+   worker thread (`sinks.flusher`), one batch per table at a time and in order, while the loop
+   consumes the next; different tables write side by side, so a 1-second table never waits for a
    30-second one. A batch that comes due while its table's previous one is still being
    written keeps filling until that one has landed.
 4. Only then, back on the loop's thread, are the consumer offsets committed. A crash anywhere

@@ -1,9 +1,11 @@
 """Appends to one Delta table, exactly once per Kafka record.
 
-Every commit carries a txn action per topic-partition whose version is the last offset the
-commit includes (DESIGN section 5). Before each commit the writer refreshes the table and drops
-rows at or below those versions, so a batch replayed after a crash, or written by an instance
-that lost its partitions in a rebalance, never lands twice. delta-rs commits with a conditional
+Every commit carries a txn action per topic-partition it moves forward, whose version is the
+last offset the commit includes (DESIGN section 5); a version never moves back. Before each
+commit the writer refreshes the table and drops rows at or below those versions, partition by
+partition, so a batch replayed after a crash, written by an instance that lost its partitions
+in a rebalance, re-read for the landing area or written by a second consumer group never
+lands twice. delta-rs commits with a conditional
 put, so two sinks appending to one table are safe on S3 servers that honour `If-None-Match`.
 
 Each commit is tagged with an id of its own in the commit info. When an attempt fails after
@@ -169,15 +171,20 @@ class DeltaTableWriter:
             table = self._load()
             return None if table is None else table.transaction_version(app_id(topic, partition))
 
-    def _unwritten(
-        self, data: pa.Table, table: DeltaTable | None, pairs: list[tuple[str, int]]
-    ) -> pa.Table:
-        """The rows of `data` (of the topic-partitions `pairs`) past the table's txn versions."""
+    @staticmethod
+    def _versions(
+        table: DeltaTable | None, pairs: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        """The table's txn version (last offset it holds) of each topic-partition in `pairs`."""
         if table is None:
-            return data
+            return dict.fromkeys(pairs)
+        return {(t, p): table.transaction_version(app_id(t, p)) for t, p in pairs}
+
+    @staticmethod
+    def _unwritten(data: pa.Table, versions: dict[tuple[str, int], int | None]) -> pa.Table:
+        """The rows of `data` past the table's txn `versions`, partition by partition."""
         keep = None
-        for topic, partition in pairs:
-            version = table.transaction_version(app_id(topic, partition))
+        for (topic, partition), version in versions.items():
             if version is None:
                 continue
             stale = pc.and_(
@@ -189,6 +196,26 @@ class DeltaTableWriter:
             )
             keep = pc.invert(stale) if keep is None else pc.and_(keep, pc.invert(stale))
         return data if keep is None else data.filter(keep)
+
+    @staticmethod
+    def _advancing(
+        last_offsets: dict[tuple[str, int], int], versions: dict[tuple[str, int], int | None]
+    ) -> list[Transaction]:
+        """Txn actions for the topic-partitions this batch moves forward, and only those.
+
+        A batch may hold records the table has (a sink re-reading a topic for its landing
+        area, a second consumer group on the same table, a replay) beside new ones of another
+        partition. Recording the stale partition's lower last offset would move its version
+        backwards, and its next records would land again; leaving it out keeps the version
+        where it is. It also keeps the commit out of conflict with a writer that advances
+        that partition meanwhile: delta-rs fails a commit whose txn app ids a concurrent
+        commit also set (the retry then re-reads and re-filters), and lets the others through.
+        """
+        return [
+            Transaction(app_id(t, p), offset)
+            for (t, p), offset in last_offsets.items()
+            if versions[(t, p)] is None or offset > versions[(t, p)]
+        ]
 
     def _committed_rows(
         self, table: DeltaTable, commit_id: str, attempt: tuple[int, int]
@@ -225,7 +252,8 @@ class DeltaTableWriter:
         """Append the rows of `data` not yet in the table; returns the rows written.
 
         `last_offsets` gives, per topic-partition of the batch, the last offset it covers
-        (recorded as the txn version even where that offset's record went elsewhere). Every
+        (recorded as the txn version where it is past the table's, even where that offset's
+        record went elsewhere). Every
         attempt re-reads the table first: a commit that succeeded although its response was
         lost is then seen, and not repeated.
         """
@@ -233,9 +261,6 @@ class DeltaTableWriter:
             return self._write(data, last_offsets)
 
     def _write(self, data: pa.Table, last_offsets: dict[tuple[str, int], int]) -> int:
-        transactions = [
-            Transaction(app_id(t, p), offset) for (t, p), offset in last_offsets.items()
-        ]
         pairs = list(last_offsets)
         commit_id = uuid.uuid4().hex
         # Set when an attempt was made: (table version it started from, rows it carried).
@@ -258,7 +283,8 @@ class DeltaTableWriter:
                 if landed is not None:
                     log.info("commit to %s had landed although it failed", self.target.uri)
                     return landed
-            fresh = self._unwritten(data, table, pairs)
+            versions = self._versions(table, pairs)
+            fresh = self._unwritten(data, versions)
             if fresh.num_rows == 0:
                 return 0
             tried.append((-1 if table is None else table.version(), fresh.num_rows))
@@ -275,7 +301,8 @@ class DeltaTableWriter:
                     else None
                 ),
                 commit_properties=CommitProperties(
-                    app_transactions=transactions, custom_metadata={COMMIT_ID: commit_id}
+                    app_transactions=self._advancing(last_offsets, versions),
+                    custom_metadata={COMMIT_ID: commit_id},
                 ),
             )
             return fresh.num_rows
