@@ -59,6 +59,17 @@ PROVENANCE_FIELDS: tuple[dict[str, Any], ...] = (
 )
 PROVENANCE_NAMES: tuple[str, ...] = tuple(f["name"] for f in PROVENANCE_FIELDS)
 
+
+def missing_provenance(schema: Any) -> list[str]:
+    """The provenance fields `schema` lacks: a record without them is not a reading (it did not
+    come from a producer), whatever else it holds. A schema that is not a record lacks all."""
+    fields = schema.get("fields") if isinstance(schema, dict) else None
+    if not isinstance(fields, list):
+        return list(PROVENANCE_NAMES)
+    names = {field.get("name") for field in fields if isinstance(field, dict)}
+    return [name for name in PROVENANCE_NAMES if name not in names]
+
+
 _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AVRO_PRIMITIVES = frozenset(
     {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}

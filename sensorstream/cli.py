@@ -189,11 +189,12 @@ def _routes_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"{args.file}: cannot read routing file: {exc}") from None
         from schemas.registry import SchemaRegistry
+        from sensorstream.topics import internal_topics
 
         fields = known_fields(
             SchemaRegistry(connection.schema_registry_config()), "sensors.readings"
         )
-        parse_routing(text, str(args.file), fields)
+        parse_routing(text, str(args.file), fields, internal_topics(settings.control_topic))
         version, new = control.publish(text, settings.applied_by, str(args.file))
         if new:
             print(f"applied {args.file} as routing version {version.version}")

@@ -51,8 +51,10 @@ DeadLetterReason = Literal["bad_row", "encode", "decode", "route", "schema", "ex
 value and would make one time series per distinct bad value.
 - bad_row: the producer could not turn a SQLite row into a record (NULL, NaN, bad timestamp...)
 - encode: a record could not be Avro-encoded (producer, router)
-- decode: a message is not Avro in the wire format, or its schema id is unknown (router, sink)
-- route: one route could not take the record (validation, expression, unsafe topic) (router)
+- decode: a message is not Avro in the wire format, or its schema id is unknown (router, sink),
+  or its record is not a reading: no provenance fields (router)
+- route: one route could not take the record (validation, expression, unsafe topic, a topic
+  it may not write) (router)
 - schema: the record's schema does not fit its Delta table (sink)
 - expired: the topic's retention deleted the record before the stage read it (router, sink);
   counted per offset, and one dead letter per gap names the offsets"""

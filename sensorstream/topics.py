@@ -28,6 +28,9 @@ _log = logging.getLogger(__name__)
 READINGS = "sensors.readings"
 DEAD_LETTERS = "sensors.dlq"
 PRODUCER_CHECKPOINTS = "sensors.producer.checkpoints"
+ROUTING_CONTROL = "sensors.routing.control"
+KAFKA_INTERNAL_PREFIX = "__"
+"""Kafka's own topics (`__consumer_offsets`, `__transaction_state`) start with it."""
 
 COMPACTED = {
     "cleanup.policy": "compact",
@@ -35,6 +38,20 @@ COMPACTED = {
     "segment.ms": "600000",
     "min.cleanable.dirty.ratio": "0.1",
 }
+
+
+def internal_topics(control_topic: str = ROUTING_CONTROL) -> dict[str, str]:
+    """The pipeline's own state topics, each with what it is: no route may write into them.
+
+    A reading in the checkpoint topic would be read back as a producer's checkpoint, one in the
+    control topic as a routing version. The default control topic stays on the list when a
+    router follows another one (e.g. a replay router), so it cannot write into the shared one.
+    """
+    return {
+        ROUTING_CONTROL: "the routing control topic",
+        control_topic: "the routing control topic",
+        PRODUCER_CHECKPOINTS: "the producers' checkpoint topic",
+    }
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from schemas.value_schema import PROVENANCE_NAMES, curated_schema
 from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError
 from sensorstream.settings import ConnectionSettings
-from sensorstream.topics import READINGS, TopicSpec, ensure_topics
+from sensorstream.topics import READINGS, TopicSpec, ensure_topics, internal_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.expired import ExpiredReporter
@@ -73,8 +73,22 @@ def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
     return fields
 
 
-def compile_version(version: RoutingVersion, fields: set[str]) -> CompiledRouting:
-    return parse_routing(version.content, f"routing version {version.version}", fields)
+def compile_version(
+    version: RoutingVersion, fields: set[str], control_topic: str
+) -> CompiledRouting:
+    """A version from the control topic, compiled for a router following `control_topic`."""
+    try:
+        return parse_routing(
+            version.content,
+            f"routing version {version.version}",
+            fields,
+            internal_topics(control_topic),
+        )
+    except ConfigError as exc:
+        # A version published by an older release, or against another registry's fields.
+        raise ConfigError(
+            f"{exc}\n(fix the file and publish it with `sensorstream routes apply FILE`)"
+        ) from None
 
 
 def live_switch_refusal(running: CompiledRouting, new: CompiledRouting) -> str | None:
@@ -137,7 +151,8 @@ class RouterApp:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
-            parse_routing(text, str(path), fields)  # validate before publishing
+            # validate before publishing
+            parse_routing(text, str(path), fields, internal_topics(s.control_topic))
             digest = content_hash(text)
             earlier = next((v for v in reversed(history) if v.content_hash == digest), None)
             if earlier is not None and latest is not None and earlier is not latest:
@@ -170,7 +185,7 @@ class RouterApp:
         self.control.ensure_topic()
         fields = known_fields(self.registry, READINGS)
         version = self.initial_version(fields)
-        routing = compile_version(version, fields)
+        routing = compile_version(version, fields, s.control_topic)
         active = ActiveRouting(version.version, routing)
         self.metrics.follow_routing_version(lambda: active.version)
         config = routing.config
@@ -215,7 +230,8 @@ class RouterApp:
 
         def on_version(version: RoutingVersion) -> None:
             try:
-                compiled = compile_version(version, known_fields(self.registry, config.input))
+                fields = known_fields(self.registry, config.input)
+                compiled = compile_version(version, fields, s.control_topic)
             except ConfigError as exc:
                 log.error(
                     "routing version %d does not compile here; keeping version %d: %s",

@@ -3,7 +3,9 @@
 This is the router's per-message work, kept free of quixstreams so it can be reasoned about
 (and measured) alone. Nothing here drops a message: a message that cannot be decoded, a route
 whose rule fails, a record that cannot be encoded, each becomes a dead letter naming the stage,
-the error and the source topic/partition/offset, with the original bytes as its value.
+the error and the source topic/partition/offset, with the original bytes as its value. So does
+a valid message that is not a reading (its schema lacks the provenance fields producers add):
+routes are written for readings, and `raw` would otherwise forward anything to the lake.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import NamedTuple
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import DeadLetter
 from schemas.registry import IncompatibleSchema
+from schemas.value_schema import missing_provenance
 from sensorstream.failpoints import failpoint
 from stream_apps.outputs import OutputEncoders
 from stream_apps.routing.config import CompiledRouting
@@ -101,6 +104,8 @@ class MessageRouter:
         # copies them on produce, so one list serves every message.
         self._headers_version = -1
         self._headers: dict[str, list[tuple[str, bytes]]] = {}
+        # Per writer schema id: why its records are not readings, or None when they are.
+        self._foreign: dict[int, str | None] = {}
 
     def _route_headers(self, version: int) -> dict[str, list[tuple[str, bytes]]]:
         if version != self._headers_version:
@@ -117,6 +122,13 @@ class MessageRouter:
         except UndecodableMessage as exc:
             self.last_event_time = None
             return [self._dead_letter(value, source, f"decode: {exc}")]
+        try:
+            foreign = self._foreign[schema_id]
+        except KeyError:
+            foreign = self._foreign[schema_id] = self._not_a_reading(schema_id)
+        if foreign is not None:
+            self.last_event_time = None
+            return [self._dead_letter(value, source, foreign)]
         self.last_event_time = record.get("timestamp")
         result = routing.route(record)
         route_headers = self._route_headers(version)
@@ -144,6 +156,20 @@ class MessageRouter:
         for failure in result.dead_letters:
             outgoing.append(self._dead_letter(value, source, failure.reason, failure.route))
         return outgoing
+
+    def _not_a_reading(self, schema_id: int) -> str | None:
+        schema = self.decoder.writer_schema(schema_id)
+        missing = missing_provenance(schema)
+        if not missing:
+            return None
+        name = str(schema.get("name", "a record")) if isinstance(schema, dict) else "not a record"
+        if isinstance(schema, dict) and schema.get("namespace") and "." not in name:
+            name = f"{schema['namespace']}.{name}"
+        return (
+            f"decode: schema id {schema_id} ({name}) is not a reading: it lacks the provenance "
+            f"field{'s' if len(missing) > 1 else ''} {', '.join(missing)} that producers add; "
+            "only readings are routed (send other data to a topic of its own)"
+        )
 
     def _dead_letter(
         self, value: bytes | None, source: tuple[str, int, int], reason: str, route: str = ""

@@ -11,8 +11,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorstream.metrics import ROUTER_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
-
-ROUTING_CONTROL = "sensors.routing.control"
+from sensorstream.topics import ROUTING_CONTROL
 
 
 def _operator() -> str:

@@ -20,7 +20,7 @@ import hashlib
 import os
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,7 +37,7 @@ from pydantic import (
 
 from sensorstream.config_file import YamlDocument, read_yaml_text
 from sensorstream.errors import ConfigError
-from sensorstream.topics import DEAD_LETTERS, READINGS
+from sensorstream.topics import DEAD_LETTERS, READINGS, internal_topics
 from stream_apps.routing.engine import (
     CompiledAlert,
     CompiledRoute,
@@ -49,6 +49,7 @@ from stream_apps.routing.engine import (
 from stream_apps.routing.expressions import Expression, ExpressionError, compile_expression
 from stream_apps.routing.output_schema import ALERT_FIELDS
 from stream_apps.routing.topic_names import TopicNameError, TopicTemplate, topic_problem
+from stream_apps.routing.topic_safety import TopicConflict, assign_topics, internal_reason
 from stream_apps.routing.transforms import Transformer
 from stream_apps.routing.validation import Validator
 
@@ -124,7 +125,9 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_routing(path: Path, fields: Collection[str]) -> CompiledRouting:
+def load_routing(
+    path: Path, fields: Collection[str], internal: Mapping[str, str] | None = None
+) -> CompiledRouting:
     """The routing file at `path`, compiled against `fields`; ConfigError for any problem."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -132,13 +135,20 @@ def load_routing(path: Path, fields: Collection[str]) -> CompiledRouting:
         raise ConfigError(f"{path}: routing file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
-    return parse_routing(text, str(path), fields)
+    return parse_routing(text, str(path), fields, internal)
 
 
-def parse_routing(text: str, source_name: str, fields: Collection[str]) -> CompiledRouting:
+def parse_routing(
+    text: str,
+    source_name: str,
+    fields: Collection[str],
+    internal: Mapping[str, str] | None = None,
+) -> CompiledRouting:
     """Routing `text` compiled against `fields` (the names a record may have).
 
-    `source_name` names the text in errors: a path, or e.g. "routing version 7".
+    `source_name` names the text in errors: a path, or e.g. "routing version 7". `internal`:
+    the pipeline's internal topics, which no route may write into (`internal_topics()` with
+    the router's control topic; by default the default topics).
     """
     document = read_yaml_text(text, Path(source_name))
     try:
@@ -146,8 +156,9 @@ def parse_routing(text: str, source_name: str, fields: Collection[str]) -> Compi
     except ValidationError as exc:
         loc, message = _validation_problem(exc, document.data)
         raise ConfigError(_locate(source_name, document, loc, message)) from None
+    internal = internal_topics() if internal is None else internal
     try:
-        routes = _compile_routes(config, frozenset(fields))
+        routes = _compile_routes(config, frozenset(fields), internal, document.line_of)
     except _Problem as problem:
         raise ConfigError(_locate(source_name, document, problem.loc, problem.message)) from None
     return CompiledRouting(config, routes, source=source_name, content_hash=content_hash(text))
@@ -163,15 +174,23 @@ class _Problem(Exception):
         self.message = message
 
 
-def _compile_routes(config: RoutingConfig, fields: frozenset[str]) -> list[CompiledRoute]:
-    for key in ("input", "dead_letter_topic"):
-        problem = topic_problem(getattr(config, key))
+def _compile_routes(
+    config: RoutingConfig,
+    fields: frozenset[str],
+    internal: Mapping[str, str],
+    line_of: Callable[[Loc], int | None],
+) -> list[CompiledRoute]:
+    for key, what in (("input", "its input"), ("dead_letter_topic", "its dead-letter topic")):
+        name = getattr(config, key)
+        problem = topic_problem(name)
         if problem:
             raise _Problem((key,), problem)
+        why = internal_reason(name, internal)
+        if why is not None:
+            raise _Problem((key,), f"'{name}' is {why}; the router cannot use it as {what}")
     if config.input == config.dead_letter_topic:
         raise _Problem(("dead_letter_topic",), "must differ from the input topic")
     seen: dict[str, int] = {}
-    routes = []
     for index, route in enumerate(config.routes):
         if route.name in seen:
             raise _Problem(
@@ -179,20 +198,34 @@ def _compile_routes(config: RoutingConfig, fields: frozenset[str]) -> list[Compi
                 f"duplicate route name '{route.name}' (route #{seen[route.name] + 1} has it too)",
             )
         seen[route.name] = index
-        routes.append(_compile_route(config, route, ("routes", index), fields))
-    return routes
+    topics = [_topic(route, ("routes", i), fields) for i, route in enumerate(config.routes)]
+    try:
+        assign_topics(
+            [route.name for route in config.routes],
+            topics,
+            config.input,
+            config.dead_letter_topic,
+            internal,
+            lambda index: line_of(("routes", index, "topic")),
+        )
+    except TopicConflict as exc:
+        raise _Problem(("routes", exc.route, "topic"), str(exc)) from None
+    return [
+        _compile_route(route, topic, ("routes", i), fields)
+        for i, (route, topic) in enumerate(zip(config.routes, topics, strict=True))
+    ]
+
+
+def _topic(route: Route, loc: Loc, fields: frozenset[str]) -> TopicTemplate:
+    try:
+        return TopicTemplate(route.topic, fields)
+    except TopicNameError as exc:
+        raise _Problem((*loc, "topic"), str(exc)) from None
 
 
 def _compile_route(
-    config: RoutingConfig, route: Route, loc: Loc, fields: frozenset[str]
+    route: Route, topic: TopicTemplate, loc: Loc, fields: frozenset[str]
 ) -> CompiledRoute:
-    try:
-        topic = TopicTemplate(route.topic, fields)
-    except TopicNameError as exc:
-        raise _Problem((*loc, "topic"), str(exc)) from None
-    for other, what in ((config.input, "the input topic"), (config.dead_letter_topic, "the DLQ")):
-        if topic.literal == other:
-            raise _Problem((*loc, "topic"), f"'{other}' is {what}; a route cannot write there")
     where = _expression(route.where, (*loc, "where"), fields) if route.where else None
     validator = _validator(route.validation, (*loc, "validate"), fields)
     transformer = _transformer(route.transform, (*loc, "transform"), fields)

@@ -5,17 +5,26 @@ value decides where data goes (and, downstream, which lake path and which bucket
 like `eu/west`, `..` or one with spaces must never become part of a name (DESIGN section 7).
 Rendered values are held to a stricter rule than Kafka's: letters, digits, '_', '-', and '.'
 only between other characters (no leading, trailing or doubled dot).
+
+Where a route may write at all (not the input, the DLQ, an internal topic or another route's
+topic) is decided by the routing config, which hands each template the rule (`forbid`): a
+rendered topic it refuses is an UnsafeTopic too, so that record goes to the DLQ for that route.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 MAX_TOPIC_CHARS = 249
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
+_SAFE_VALUE_TEXT = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+_SAFE_VALUE = re.compile(_SAFE_VALUE_TEXT, re.ASCII)
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_-."
+"""Topic name characters, in the order examples are built from (readable ones first)."""
+_VALUE_CHARS = frozenset(_NAME_CHARS) - {"."}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _CACHE_LIMIT = 4096
@@ -44,7 +53,7 @@ def topic_problem(name: str) -> str | None:
 class TopicTemplate:
     """A literal topic, or a template with `{field}` placeholders filled from the record."""
 
-    __slots__ = ("_cache", "fields", "literal", "parts", "text")
+    __slots__ = ("_cache", "_refusal", "fields", "literal", "parts", "pattern", "text")
 
     def __init__(self, text: str, known_fields: Collection[str]) -> None:
         """Raises TopicNameError naming the problem (unknown field, stray brace, bad name)."""
@@ -52,7 +61,20 @@ class TopicTemplate:
         self.parts: tuple[tuple[str, str], ...] = _parse(text, known_fields)
         self.fields = tuple(name for kind, name in self.parts if kind == "field")
         self.literal = text if not self.fields else None
+        self.pattern = re.compile(
+            "".join(re.escape(p) if kind == "text" else _SAFE_VALUE_TEXT for kind, p in self.parts),
+            re.ASCII,
+        )
+        """Every topic the template can render (but for Kafka's length limit)."""
         self._cache: dict[tuple[Any, ...], str] = {}
+        self._refusal: Callable[[str], str | None] | None = None
+
+    def forbid(self, refusal: Callable[[str], str | None]) -> None:
+        """Refuse rendered topics for which `refusal` gives a reason (e.g. "the input topic").
+
+        Set once, while the routing is compiled: the cache only ever holds allowed topics.
+        """
+        self._refusal = refusal
 
     def render(self, record: Mapping[str, Any]) -> str:
         """The topic for `record`; UnsafeTopic when a value cannot be part of a topic name."""
@@ -95,7 +117,76 @@ class TopicTemplate:
                 f"{longest} value {ascii(by_field[longest])[:40]}... makes a topic name of "
                 f"{len(topic)} characters, above Kafka's limit of {MAX_TOPIC_CHARS}"
             )
+        why = self._refusal(topic) if self._refusal is not None else None
+        if why is not None:
+            values = ", ".join(f"{name} value {value!a}" for name, value in by_field.items())
+            raise UnsafeTopic(f"{values} renders '{topic}', {why}; a route cannot write there")
         return topic
+
+
+def shared_topic(a: TopicTemplate, b: TopicTemplate) -> str | None:
+    """The shortest topic both `a` and `b` can render, or None when they never meet.
+
+    A breadth-first walk over the pairs of positions the two templates can be in after the
+    same characters (each template read as an automaton: literal characters, and placeholders
+    taking a safe value). Characters that appear in neither template's text behave alike, so
+    one of them stands for all.
+    """
+    tokens_a, tokens_b = _tokens(a), _tokens(b)
+    literal = {t for t in tokens_a + tokens_b if t is not None}
+    spare = [char for char in _NAME_CHARS if char not in literal and char != "."][:1]
+    alphabet = sorted(literal | {"."} | set(spare), key=_NAME_CHARS.index)
+    start = (_closure(tokens_a, {(0, 0)}), _closure(tokens_b, {(0, 0)}))
+    came_from: dict[tuple[frozenset, frozenset], tuple[Any, str]] = {start: (None, "")}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        states_a, states_b = state
+        if (len(tokens_a), 0) in states_a and (len(tokens_b), 0) in states_b:
+            chars = []
+            while state != start:
+                state, char = came_from[state]
+                chars.append(char)
+            return "".join(reversed(chars))
+        for char in alphabet:
+            after = (_step(tokens_a, states_a, char), _step(tokens_b, states_b, char))
+            if after[0] and after[1] and after not in came_from:
+                came_from[after] = (state, char)
+                queue.append(after)
+    return None
+
+
+# A template as an automaton: tokens are literal characters, or None for a placeholder. A state
+# is (token index, where in a placeholder's value: 0 at its start, 1 after a value character,
+# 2 after a dot); a value may end only in 1.
+
+
+def _tokens(template: TopicTemplate) -> list[str | None]:
+    tokens: list[str | None] = []
+    for kind, part in template.parts:
+        tokens.extend(part if kind == "text" else [None])
+    return tokens
+
+
+def _closure(tokens: list[str | None], states: set[tuple[int, int]]) -> frozenset:
+    ended = {(i + 1, 0) for i, where in states if where == 1}
+    return frozenset(states | ended)
+
+
+def _step(tokens: list[str | None], states: frozenset, char: str) -> frozenset:
+    out: set[tuple[int, int]] = set()
+    for i, where in states:
+        if i == len(tokens):
+            continue
+        token = tokens[i]
+        if token is not None:
+            if where == 0 and char == token:
+                out.add((i + 1, 0))
+        elif char in _VALUE_CHARS:
+            out.add((i, 1))
+        elif char == "." and where == 1:
+            out.add((i, 2))
+    return _closure(tokens, out)
 
 
 def _all_text(values: tuple[Any, ...]) -> bool:

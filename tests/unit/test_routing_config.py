@@ -177,7 +177,7 @@ def test_duplicate_route_names() -> None:
         ("'sensors.{a-b}'", "is not a field name"),
         ("'sensors/{_region}'", "contains '/'"),
         ("sensors.readings", "is the input topic"),
-        ("sensors.dlq", "is the DLQ"),
+        ("sensors.dlq", "is the dead-letter topic"),
     ],
 )
 def test_unsafe_topics(topic: str, fragment: str) -> None:
