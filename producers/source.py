@@ -29,6 +29,10 @@ class SourceError(PipelineError):
     """The database failed while being tailed (it was fine when opened)."""
 
 
+class SchemaChanged(SourceError):
+    """A read failed because the table's columns changed under it: refresh and read again."""
+
+
 def _describe_open_error(path: Path, exc: sqlite3.Error, busy_timeout_s: float) -> str:
     return f"{path}: {_describe_sqlite_error(exc, busy_timeout_s)}"
 
@@ -47,6 +51,10 @@ def _describe_sqlite_error(exc: sqlite3.Error, busy_timeout_s: float) -> str:
             "producer setting busy_timeout_s"
         )
     return f"cannot read the SQLite database ({text})"
+
+
+def _shape(column: Column) -> tuple[str, str, bool]:
+    return column.name, column.declared_type, column.not_null
 
 
 class SQLiteSource:
@@ -111,7 +119,12 @@ class SQLiteSource:
         return tables[0]
 
     def refresh_columns(self) -> bool:
-        """Re-read the columns when the schema changed (a column was added); True if it did."""
+        """Re-read the columns when the database's schema changed; True if the table's did.
+
+        A column added, dropped or renamed, a declared type or NOT NULL changed (SQLite
+        retypes a column by rebuilding its table): each changes the value schema or the checks
+        on the values, so each counts.
+        """
         conn = self._require_conn()
         try:
             version = conn.execute("PRAGMA schema_version").fetchone()[0]
@@ -128,7 +141,7 @@ class SQLiteSource:
         except ConfigError as exc:
             raise ConfigError(f"{self.path}: {exc}") from None
         self._schema_version = version
-        changed = [c.name for c in columns] != [c.name for c in self.columns]
+        changed = [_shape(c) for c in columns] != [_shape(c) for c in self.columns]
         self.columns = columns
         self.timestamp_column = timestamp
         names = ", ".join(quote_identifier(c.name) for c in columns)
@@ -158,11 +171,25 @@ class SQLiteSource:
         return SourceError(f"{self.path}: reading table {self.table!r}: {problem}")
 
     def rows_after(self, rowid: int, limit: int) -> list[tuple]:
-        """Up to `limit` rows with rowid > `rowid`, rowid first, in rowid order."""
+        """Up to `limit` rows with rowid > `rowid`, rowid first, in rowid order.
+
+        Raises SchemaChanged when the read failed because a column was dropped or renamed
+        since the columns were read (the query names them): the caller refreshes and reads
+        again.
+        """
+        conn = self._require_conn()
         try:
-            return self._require_conn().execute(self._select_after, (rowid, limit)).fetchall()
+            return conn.execute(self._select_after, (rowid, limit)).fetchall()
         except sqlite3.Error as exc:
+            if self._schema_moved(conn):
+                raise SchemaChanged(f"{self.path}: table {self.table!r} changed: {exc}") from exc
             raise self._read_error(exc) from exc
+
+    def _schema_moved(self, conn: sqlite3.Connection) -> bool:
+        try:
+            return conn.execute("PRAGMA schema_version").fetchone()[0] != self._schema_version
+        except sqlite3.Error:
+            return False
 
     def row_at(self, rowid: int) -> tuple | None:
         names = ", ".join(quote_identifier(c.name) for c in self.columns)

@@ -29,13 +29,21 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from producers.checkpoint import Checkpoint, CheckpointStore, row_fingerprint
 from producers.metrics import ProducerMetrics
 from producers.settings import ProducerSettings
-from producers.source import SQLiteSource
+from producers.source import SchemaChanged, SQLiteSource
 from producers.status import TailerStatus
 from schemas.avro_codec import AvroEncoder
 from schemas.coercions import BadRow, RowConverter
 from schemas.dead_letter import DeadLetter, row_as_json
 from schemas.registry import IncompatibleSchema, SchemaRegistry, SchemaRegistryError
-from schemas.value_schema import value_schema_for
+from schemas.sqlite_columns import Column
+from schemas.value_schema import (
+    PROVENANCE_NAMES,
+    column_of,
+    field_type,
+    is_timestamp_field,
+    required_columns,
+    value_schema_for,
+)
 from sensorstream.backoff import Backoff
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
@@ -49,6 +57,7 @@ log = logging.getLogger("sensorstream.producer")
 KEY_FIELD = "sensor_id"
 STAGE = "producer"
 TRANSACTION_TIMEOUT_S = 60.0
+FLEET_FORM_ATTEMPTS = 3
 
 
 class SourceRecreated(PipelineError):
@@ -106,6 +115,7 @@ class EdgeTailer:
         self.converter: RowConverter | None = None
         self.encoder: AvroEncoder | None = None
         self._schema: dict | None = None
+        self._columns: list[Column] = []
         self._column_names: list[str] = []
         self._dead_letters = 0
         self._transactions = 0
@@ -246,26 +256,27 @@ class EdgeTailer:
         )
 
     def _prepare_schema(self) -> None:
+        """Register the value schema of the table as it is now, and convert rows with it.
+
+        The schema evolves from this node's previous version: added columns become new
+        nullable fields, dropped or renamed ones leave it, types stay. When the registry
+        refuses that (another node of the fleet has a table of another shape and registered
+        the latest version, or the curated schema meets a subject derived from another table),
+        it evolves from the subject's latest version instead, in the form every shape can
+        share (`value_schema_for(optional=True)`): the producer checks what must not be NULL.
+        """
         s = self.settings
         table, columns = self.source.table, self.source.columns
-        schema = value_schema_for(
-            table, columns, self.source.timestamp_column, previous=self._schema
-        )
+        ts = self.source.timestamp_column
+        schema = value_schema_for(table, columns, ts, previous=self._schema)
         try:
             schema_id = self.registry.register_value_schema(s.topic, schema)
-        except IncompatibleSchema:
-            if self._schema is not None:
-                raise
-            # A derived schema rebuilt from scratch can differ from the subject's history
-            # (e.g. a NOT NULL column added later); evolve from the latest version instead.
-            latest = self.registry.latest_value_schema(s.topic)
-            schema = value_schema_for(table, columns, self.source.timestamp_column, previous=latest)
-            schema_id = self.registry.register_value_schema(s.topic, schema)
-        if self._schema is not None and schema_id != self.encoder.schema_id:
-            log.info(
-                "table %s changed: registered schema id %d for %s-value", table, schema_id, s.topic
-            )
+        except IncompatibleSchema as refused:
+            schema, schema_id = self._register_fleet_form(refused)
+        if self._schema is not None:
+            self._log_schema_change(self._schema, schema, schema_id)
         self._schema = schema
+        self._columns = list(columns)
         self.encoder = AvroEncoder(schema, schema_id)
         self.converter = RowConverter(
             schema,
@@ -274,8 +285,77 @@ class EdgeTailer:
             region=self.region,
             source_table=table,
             max_row_bytes=s.max_row_bytes,
+            required=required_columns(table, columns, ts),
         )
         self._column_names = [c.name for c in columns]
+
+    def _register_fleet_form(self, refused: IncompatibleSchema) -> tuple[dict, int]:
+        """Evolve from the subject's latest version, every column field optional; a race with
+        another node registering meanwhile is tried again. Still refused: a loud stop."""
+        s = self.settings
+        table, columns = self.source.table, self.source.columns
+        for _ in range(FLEET_FORM_ATTEMPTS):
+            latest = self.registry.latest_value_schema(s.topic)
+            schema = value_schema_for(
+                table, columns, self.source.timestamp_column, previous=latest, optional=True
+            )
+            try:
+                schema_id = self.registry.register_value_schema(s.topic, schema)
+            except IncompatibleSchema as exc:
+                refused = exc
+                continue
+            log.info(
+                "%s-value: schema of table %s registered as schema id %d, evolved from the "
+                "subject's latest version with every column optional (nodes of other shapes "
+                "produce into it)",
+                s.topic,
+                table,
+                schema_id,
+            )
+            return schema, schema_id
+        raise IncompatibleSchema(
+            f"{refused} Table {table!r} of {s.sqlite} cannot be streamed into {s.topic}: "
+            "nothing was produced past the last checkpoint. Give the columns that differ in type "
+            "from the subject's latest version (GET /subjects/"
+            f"{s.topic}-value/versions/latest on the schema registry) new names at the source, "
+            "or produce this node into a topic of its own (SENSORSTREAM_PRODUCER_TOPIC), then "
+            "start the producer again."
+        ) from refused
+
+    def _log_schema_change(self, old: dict, new: dict, schema_id: int) -> None:
+        """One line naming what changed, so an operator can match lake columns to the edge."""
+        before = {column_of(f): f for f in old["fields"] if f["name"] not in PROVENANCE_NAMES}
+        after = {column_of(f): f for f in new["fields"] if f["name"] not in PROVENANCE_NAMES}
+        gone = [name for name in before if name not in after]
+        added = [name for name in after if name not in before]
+        declared = {c.name: c.declared_type for c in self._columns}
+        retyped = [
+            f"{c.name} (declared {declared[c.name] or 'no type'} -> {c.declared_type or 'no type'}"
+            f", field stays {field_type(after[c.name])})"
+            for c in self.source.columns
+            if c.name in after
+            and declared.get(c.name, c.declared_type) != c.declared_type
+            and field_type(after[c.name]) != c.avro_type
+            and not is_timestamp_field(after[c.name])
+        ]
+        if gone or added:
+            log.warning(
+                "table %s changed: schema id %d for %s-value; columns gone: %s (the lake keeps "
+                "them, null in new rows); columns added: %s",
+                self.source.table,
+                schema_id,
+                self.settings.topic,
+                ", ".join(gone) or "none",
+                ", ".join(added) or "none",
+            )
+        if retyped:
+            log.warning(
+                "table %s: column types changed at the source: %s. Values that fit the field's "
+                "type exactly are streamed; others go to the dead-letter topic with the reason. "
+                "To stream a new type, give the column a new name",
+                self.source.table,
+                "; ".join(retyped),
+            )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -286,7 +366,10 @@ class EdgeTailer:
             if self.source.refresh_columns():
                 self._until_done(self._prepare_schema)
             started = time.monotonic()
-            rows = self.source.rows_after(self.checkpoint.rowid, s.chunk_rows)
+            try:
+                rows = self.source.rows_after(self.checkpoint.rowid, s.chunk_rows)
+            except SchemaChanged:
+                continue  # a column went between the refresh and the read: refresh again
             if not rows:
                 if s.once:
                     return

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
 from typing import Any
 
 from schemas.sqlite_columns import Column, fold_name
 from schemas.timestamps import MAX_FUTURE_MICROS, BadTimestamp, parse_epoch_micros
-from schemas.value_schema import PROVENANCE_NAMES, SQLITE_COLUMN_ATTR
+from schemas.value_schema import PROVENANCE_NAMES, SQLITE_COLUMN_ATTR, field_type
 from sensorstream.errors import ConfigError
 
 MAX_ROW_BYTES = 1 << 20
@@ -79,7 +79,12 @@ class RowConverter:
 
     Build one per (schema, columns) and reuse it for every row: the per-column functions are
     chosen here, once. node_id, region and source_table fill the provenance fields and are
-    checked here (ConfigError), not per row.
+    checked here (ConfigError), not per row. `required` names columns (folded) whose NULL is a
+    bad row even where the schema's field is nullable (`value_schema.required_columns`).
+
+    A column whose declared type no longer matches its field (retyped at the source, or
+    another node's type for the same column) is converted into the field's type when the
+    value fits exactly; a value that does not is a BadRow whose reason says so.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class RowConverter:
         source_table: str,
         max_row_bytes: int = MAX_ROW_BYTES,
         identifier_fields: Sequence[str] = IDENTIFIER_FIELDS,
+        required: Collection[str] = (),
     ) -> None:
         for value, name in ((node_id, "node id"), (region, "region")):
             try:
@@ -104,9 +110,15 @@ class RowConverter:
         self._provenance = {"_node_id": node_id, "_region": region, "_source_table": source_table}
         fields = _fields_by_column(schema, self.columns)
         identifiers = {fold_name(name) for name in identifier_fields}
+        must = {fold_name(name) for name in required}
         self._names = [fields[fold_name(c.name)]["name"] for c in self.columns]
         self._steps: list[Step] = [
-            _step_for(c, fields[fold_name(c.name)], fold_name(c.name) in identifiers)
+            _step_for(
+                c,
+                fields[fold_name(c.name)],
+                fold_name(c.name) in identifiers,
+                fold_name(c.name) in must,
+            )
             for c in self.columns
         ]
         self._named_steps = list(zip(self._names, self._steps, strict=True))
@@ -197,8 +209,40 @@ def _fields_by_column(schema: dict[str, Any], columns: list[Column]) -> dict[str
     return fields
 
 
-def _step_for(column: Column, field: dict[str, Any], identifier: bool) -> Step:
+def _step_for(
+    column: Column, field: dict[str, Any], identifier: bool, required: bool = False
+) -> Step:
     """The function converting one value of `column` into `field`'s type."""
+    step = _plain_step_for(column, field, identifier, required)
+    kind = field_type(field)
+    if kind == column.avro_type or isinstance(kind, dict | list):
+        return step  # event time (parsed from any type), or a type of the schema's own
+    return _retyped(step, column, kind)
+
+
+def _retyped(step: Step, column: Column, kind: Any) -> Step:
+    """`step`, whose BadRows also say that the column's declared type and its field differ."""
+    declared = column.declared_type or "no declared type"
+    note = (
+        f"; column {column.name!r} is declared {declared} (Avro {column.avro_type}) but its "
+        f"field in the topic's schema is {kind}, the type the lake's column has: to stream "
+        "the new type, give the column a new name at the source"
+    )
+
+    def retyped(value: Any) -> Any:
+        try:
+            return step(value)
+        except BadRow as exc:
+            if value is None:
+                raise
+            raise BadRow(exc.column, exc.reason + note) from None
+
+    return retyped
+
+
+def _plain_step_for(
+    column: Column, field: dict[str, Any], identifier: bool, required: bool
+) -> Step:
     kind = field["type"]
     nullable = False
     if isinstance(kind, list):
@@ -211,12 +255,12 @@ def _step_for(column: Column, field: dict[str, Any], identifier: bool) -> Step:
         null_reason = "NULL in a NOT NULL column"
     else:
         null_reason = "NULL, but the value schema requires a value"
+    if nullable and (column.not_null or required):
+        nullable = False  # the schema would take NULL, but the column must have a value
     if isinstance(kind, dict):
         if kind.get("logicalType") == "timestamp-micros" and kind.get("type") == "long":
             return _timestamp_step(name, nullable, null_reason)
         kind = kind.get("type")
-    if nullable and column.not_null:
-        nullable = False  # the schema would take NULL, but SQLite promised none: flag it
     if kind == "long":
         return _long_step(name, nullable, null_reason)
     if kind == "double":

@@ -95,6 +95,20 @@ class SchemaRegistry:
             raise
         return json.loads(registered.schema_str)
 
+    def value_schemas(self, topic: str) -> list[dict]:
+        """Every registered version of `<topic>-value`, oldest first; empty when there is none."""
+        subject = f"{topic}-value"
+        try:
+            versions = self.client.get_versions(subject)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return []
+            raise
+        return [
+            json.loads(self.client.get_version(subject, version).schema.schema_str)
+            for version in versions
+        ]
+
     def latest_value_schema(self, topic: str) -> dict | None:
         """The latest registered schema of `<topic>-value`, or None when there is none."""
         try:

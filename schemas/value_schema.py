@@ -4,6 +4,16 @@
 derived from its columns (DESIGN section 4). Either way a column the starting schema lacks (one
 added to SQLite later) is appended as `["null", T]` with default null, so the new version is
 BACKWARD compatible: a consumer on the new version still reads records written with the old one.
+A field whose column is gone (dropped or renamed at the source, or a node whose table has fewer
+columns) is left out: removing a field is BACKWARD compatible too. A field keeps the type it
+was registered with, whatever the column's declared type becomes: the lake's column has that
+type, and a Delta table cannot change a column's type in place (see `coercions` for the values).
+
+Nodes of one fleet may have tables of different shapes that all produce into one subject, which
+the registry checks against its latest version only. `optional=True` builds the form that fits
+any neighbour: every column field `["null", T]` with default null, the record name and the types
+of the latest version. Which values must be present is then the producer's check
+(`required_columns`), not the schema's.
 
 Column names that are not valid Avro names (Avro allows `[A-Za-z_][A-Za-z0-9_]*`; the schema
 registry and Java consumers reject anything else, fastavro does not check) are SANITISED, not
@@ -84,20 +94,22 @@ def value_schema_for(
     timestamp_column: str,
     *,
     previous: dict[str, Any] | None = None,
+    optional: bool = False,
 ) -> dict[str, Any]:
     """The Avro record schema (a new dict) for rows of `table` with these `columns`.
 
-    The starting schema is `previous` when given (the subject's latest registered version:
-    its fields keep their order and types), else the curated schema for `sensor_readings`,
-    else none, and every field is derived from `columns`. Columns the starting schema lacks are
-    appended nullable. `previous` matters for derived tables: without it, a NOT NULL column
-    added later would come out non-null without a default, which BACKWARD compatibility forbids.
+    The starting schema is `previous` when given (this node's previous version, or the
+    subject's latest: its fields keep their order and types), else the curated schema for
+    `sensor_readings`, else none, and every field is derived from `columns`. Fields of the
+    starting schema whose column the table lacks are left out; columns the starting schema
+    lacks are appended nullable. `previous` matters for derived tables: without it, a NOT NULL
+    column added later would come out non-null without a default, which BACKWARD
+    compatibility forbids. `optional` makes every column field nullable with default null.
 
-    `timestamp_column` becomes a non-null `timestamp-micros` field: event time is required
-    (the lake partitions by it), so a NULL there is a bad row, whatever SQLite allows.
-    Provenance fields always come last. Raises ConfigError when the table lacks a column the
-    starting schema needs, when the starting schema takes event time from another column, or
-    when names collide.
+    `timestamp_column` becomes a `timestamp-micros` field (non-null unless `optional`): event
+    time is required (the lake partitions by it), so a NULL there is a bad row, whatever SQLite
+    allows. Provenance fields always come last. Raises ConfigError when the starting schema has
+    the event-time column as another type, or when names collide.
     """
     by_name = {fold_name(c.name): c for c in columns}
     ts_column = by_name.get(fold_name(timestamp_column))
@@ -126,7 +138,13 @@ def value_schema_for(
         schema = {key: value for key, value in start.items() if key != "fields"}
         fields = _kept_fields(start, by_name, ts_column, table, origin)
         kept = {fold_name(f.get(SQLITE_COLUMN_ATTR, f["name"])) for f in fields}
-        fields += [_added_field(c) for c in columns if fold_name(c.name) not in kept]
+        fields += [
+            _derived_field(c, True) if c is ts_column else _added_field(c)
+            for c in columns
+            if fold_name(c.name) not in kept
+        ]
+    if optional:
+        fields = [optional_field(f) for f in fields]
     fields += copy.deepcopy(list(PROVENANCE_FIELDS))
     _check_unique(fields, table)
     schema["fields"] = fields
@@ -180,9 +198,55 @@ def parsed_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_timestamp_field(field: dict[str, Any]) -> bool:
-    """True for a field whose type is (non-null) long `timestamp-micros`."""
-    kind = field["type"]
+    """True for a field whose type is long `timestamp-micros`, nullable or not."""
+    kind = field_type(field)
     return isinstance(kind, dict) and kind.get("logicalType") == "timestamp-micros"
+
+
+def required_columns(
+    table: str, columns: Sequence[Column], timestamp_column: str
+) -> frozenset[str]:
+    """The columns (folded names) whose values must not be NULL, whatever the schema allows.
+
+    The event-time column, the columns SQLite guarantees non-null, and for `sensor_readings`
+    the curated schema's non-null fields. The producer checks these row by row (a NULL is a
+    dead letter), so the topic's schema may leave them nullable (`optional`).
+    """
+    required = {fold_name(timestamp_column)}
+    required |= {fold_name(c.name) for c in columns if c.not_null}
+    if fold_name(table) == CURATED_TABLE:
+        required |= {
+            fold_name(f.get(SQLITE_COLUMN_ATTR, f["name"]))
+            for f in curated_schema()["fields"]
+            if f["name"] not in PROVENANCE_NAMES and not isinstance(f["type"], list)
+        }
+    present = {fold_name(c.name) for c in columns}
+    return frozenset(required & present)
+
+
+def field_type(field: dict[str, Any]) -> Any:
+    """The field's type without its null branch (`["null", T]` -> T; other unions as they are)."""
+    kind = field["type"]
+    if isinstance(kind, list):
+        others = [k for k in kind if k != "null"]
+        return others[0] if len(others) == 1 else kind
+    return kind
+
+
+def column_of(field: dict[str, Any]) -> str:
+    """The SQLite column a field holds (its `sqlite_column` attribute, else its name)."""
+    return field.get(SQLITE_COLUMN_ATTR, field["name"])
+
+
+def optional_field(field: dict[str, Any]) -> dict[str, Any]:
+    """`field` as `["null", T]` with default null: readable whether a writer has it or not,
+    and able to read it whether the writer's is nullable or not."""
+    kind = field["type"]
+    if isinstance(kind, list) and "null" in kind:
+        branches = ["null", *(k for k in kind if k != "null")]
+    else:
+        branches = ["null", *(kind if isinstance(kind, list) else [kind])]
+    return {**field, "type": branches, "default": None}
 
 
 def _kept_fields(
@@ -192,25 +256,27 @@ def _kept_fields(
     table: str,
     origin: str,
 ) -> list[dict[str, Any]]:
-    """The starting schema's own fields, checked against the table's columns."""
-    fields = [f for f in start["fields"] if f["name"] not in PROVENANCE_NAMES]
-    missing = [
-        f.get(SQLITE_COLUMN_ATTR, f["name"])
-        for f in fields
-        if fold_name(f.get(SQLITE_COLUMN_ATTR, f["name"])) not in by_name
+    """The starting schema's fields whose column the table still has.
+
+    A field without a column (dropped, renamed, or a table with fewer columns) is left out.
+    The event-time column may be new, but a field the starting schema has for it must be a
+    timestamp: the same column cannot be event time here and a plain value in the lake.
+    """
+    fields = [
+        f
+        for f in start["fields"]
+        if f["name"] not in PROVENANCE_NAMES and fold_name(column_of(f)) in by_name
     ]
-    if missing:
-        raise ConfigError(
-            f"table {table!r} has no column {', '.join(repr(m) for m in missing)}, "
-            f"which {origin} requires"
-        )
-    ts_fields = [f.get(SQLITE_COLUMN_ATTR, f["name"]) for f in fields if is_timestamp_field(f)]
-    if fold_name(ts_column.name) not in {fold_name(name) for name in ts_fields}:
-        found = ", ".join(ts_fields) or "no column"
-        raise ConfigError(
-            f"{origin} takes event time from {found}, not from {ts_column.name!r} "
-            f"(table {table!r}); drop --timestamp-col or use that column"
-        )
+    for field in fields:
+        if fold_name(column_of(field)) == fold_name(ts_column.name) and not is_timestamp_field(
+            field
+        ):
+            found = [column_of(f) for f in start["fields"] if is_timestamp_field(f)]
+            raise ConfigError(
+                f"{origin} has column {ts_column.name!r} as a plain value, not as event time "
+                f"(its event time is {', '.join(found) or 'no column'}; table {table!r}); "
+                "drop --timestamp-col or use that column"
+            )
     return fields
 
 

@@ -64,12 +64,13 @@ def _never(value: Any) -> bool:
 
 
 def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
-    """Fields a routing rule may name: the curated reading, provenance, and whatever the
-    latest registered input schema adds (new columns from the edge)."""
+    """Fields a routing rule may name: the curated reading, provenance, and every field of
+    every registered input schema version (new columns from the edge). Every version, not only
+    the latest: nodes of one fleet with tables of different shapes take turns registering the
+    latest, and a column only some nodes have is still a field of the topic."""
     fields = {f["name"] for f in curated_schema()["fields"]} | set(PROVENANCE_NAMES)
-    latest = registry.latest_value_schema(input_topic)
-    if latest is not None:
-        fields |= {f["name"] for f in latest["fields"]}
+    for schema in registry.value_schemas(input_topic):
+        fields |= {f["name"] for f in schema["fields"]}
     return fields
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.coercions import MAX_ROW_BYTES, BadRow, RowConverter, safe_identifier
 from schemas.sqlite_columns import detect_timestamp_column, introspect, quote_identifier
-from schemas.value_schema import parsed_schema, value_schema_for
+from schemas.value_schema import parsed_schema, required_columns, value_schema_for
 from sensorstream.errors import ConfigError
 from tests.unit.test_schemas_columns import DESIGN_DDL
 
@@ -362,3 +362,45 @@ def test_schema_and_columns_must_match(readings: Table) -> None:
 def test_wrong_row_width_is_a_caller_error(readings: Table) -> None:
     with pytest.raises(ValueError, match="row has 3 values, the table has 26 columns"):
         readings.converter.convert((1, b"x", b"y"), 1)
+
+
+def test_required_columns_are_checked_where_the_optional_schema_takes_null() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute(
+        "CREATE TABLE sensor_readings(id INTEGER PRIMARY KEY, timestamp TEXT, sensor_id TEXT)"
+    )
+    columns = introspect(conn, "sensor_readings")
+    schema = value_schema_for("sensor_readings", columns, "timestamp", optional=True)
+    converter = RowConverter(
+        schema,
+        columns,
+        **PROVENANCE,
+        required=required_columns("sensor_readings", columns, "timestamp"),
+    )
+    assert converter.convert((1, "2024-05-01T00:00:00Z", "s1"), 1)["sensor_id"] == "s1"
+    with pytest.raises(BadRow, match="requires a value") as missing:
+        converter.convert((1, "2024-05-01T00:00:00Z", None), 1)
+    assert missing.value.column == "sensor_id"
+    with pytest.raises(BadRow, match="event time is required"):
+        converter.convert((1, None, "s1"), 1)
+    free = RowConverter(schema, columns, **PROVENANCE)
+    assert free.convert((1, "2024-05-01T00:00:00Z", None), 1)["sensor_id"] is None
+
+
+def test_retyped_column_keeps_its_field_type_and_says_why_a_value_does_not_fit() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t(ts INTEGER, level INTEGER, note TEXT)")
+    before = value_schema_for("t", introspect(conn, "t"), "ts")
+    conn.execute("CREATE TABLE t2(ts INTEGER, level REAL, note INTEGER)")
+    columns = [c for c in introspect(conn, "t2")]
+    schema = value_schema_for("t", columns, "ts", previous=before)
+    converter = RowConverter(schema, columns, **(PROVENANCE | {"source_table": "t"}))
+    record = converter.convert((1_714_566_896, 3.0, 42), 1)
+    assert (record["level"], record["note"]) == (3, "42")  # exact: streamed in the old type
+    with pytest.raises(BadRow) as fractional:
+        converter.convert((1_714_566_896, 3.5, 42), 2)
+    assert "fractional part" in fractional.value.reason
+    assert "declared REAL (Avro double) but its field in the topic's schema is long" in (
+        fractional.value.reason
+    )
+    assert "new name" in fractional.value.reason

@@ -1,0 +1,158 @@
+"""Nodes of one fleet with tables of different shapes, through producer -> router -> sink on the
+real broker, registry and a Delta lake: every row lands once in the same route tables, whose
+columns are the union of the shapes (null where a node lacks a column), and every version the
+registry accepted passed its BACKWARD check."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from producers.settings import ProducerSettings
+from producers.simulator import create_readings_table
+from producers.tailer import EdgeTailer
+from schemas.registry import SchemaRegistry
+from sinks.app import DeltaSink
+from stream_apps.app import RouterApp
+from tests.integration.test_router import EXPECTED, READINGS, router_settings, routing_file
+from tests.integration.test_sink import sink_settings
+
+pytestmark = pytest.mark.integration
+
+# A sensor_readings table with 8 of the curated 26 columns (older firmware).
+LITE_DDL = (
+    "CREATE TABLE sensor_readings(id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, "
+    "sensor_id TEXT NOT NULL, temperature REAL, vibration REAL, status_code INTEGER, "
+    "anomaly_flag INTEGER DEFAULT 0, anomaly_type TEXT)"
+)
+# Another vendor's firmware: another table name, its own key column, columns of its own.
+OTHER_DDL = (
+    "CREATE TABLE readings(rid INTEGER PRIMARY KEY, timestamp TEXT NOT NULL, sensor_id TEXT NOT "
+    "NULL, temperature REAL, vibration REAL, status_code INTEGER, anomaly_flag INTEGER, "
+    "anomaly_type TEXT, battery_level REAL, firmware TEXT)"
+)
+NODES = {  # node -> (region, table, DDL or None for the full curated table)
+    "edge-full": ("eu-west-1", "sensor_readings", None),
+    "edge-lite": ("eu-west-1", "sensor_readings", LITE_DDL),
+    "edge-other": ("us-east-1", "readings", OTHER_DDL),
+}
+
+
+def write_rows(db: Path, node: str, table: str, ddl: str | None, round_: int) -> None:
+    """One row per READINGS entry, with the columns this node's table has."""
+    conn = sqlite3.connect(db)
+    if ddl is None:
+        create_readings_table(conn)
+    else:
+        conn.execute(ddl.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for i, (name, values) in enumerate(READINGS.items()):
+        row = {
+            "timestamp": f"2026-11-20T0{8 + round_}:00:0{i}+00:00",
+            "sensor_id": f"{node}-{name}-{round_}",
+            "humidity": 40.0,
+            "latitude": 52.123456,
+            "longitude": 4.987654,
+            "serial_number": f"SN-{node}-{i}",
+            "location": "hall 3",
+            "battery_level": 3.5 + i,
+            "firmware": "v9",
+            **values,
+        }
+        row = {k: v for k, v in row.items() if k in columns}
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+    conn.commit()
+    conn.close()
+
+
+def produce(tmp_path, connection, unique, round_: int) -> None:
+    for node, (region, table, ddl) in NODES.items():
+        db = tmp_path / f"{node}.db"
+        write_rows(db, node, table, ddl, round_)
+        result = EdgeTailer(
+            ProducerSettings(
+                sqlite=db,
+                node_id=node,
+                region=region,
+                topic=f"t.{unique}.in",
+                dead_letter_topic=f"t.{unique}.dlq",
+                checkpoint_topic=f"t.{unique}.ckpt",
+                once=True,
+            ),
+            connection,
+        ).run()
+        assert (result.rows, result.dead_letters) == (len(READINGS), 0), node
+
+
+def lake_rows(lake: str, table: str) -> list[dict]:
+    return DeltaTable(f"{lake}/{table}").to_pyarrow_table().to_pylist()
+
+
+def test_nodes_of_different_shapes_land_in_the_same_tables_once(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    # Two rounds: each node registers (or finds) its version after the others did theirs.
+    produce(tmp_path, connection, unique, 0)
+    produce(tmp_path, connection, unique, 1)
+    result = RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
+    assert result.routed == 2 * len(NODES) * len(READINGS)
+    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
+    topics = [*routed, f"^t\\.{unique}\\.regional\\..+"]
+    DeltaSink(sink_settings(unique).model_copy(update={"topics": topics}), connection).run()
+
+    lake = connection.sensorstream_lake_uri
+    expected_names = {**EXPECTED, "regional": set(READINGS)}
+    for route, names in expected_names.items():
+        if route == "regional":
+            rows = lake_rows(lake, "regional/eu-west-1") + lake_rows(lake, "regional/us-east-1")
+        else:
+            rows = lake_rows(lake, route)
+        counts = Counter(row["sensor_id"] for row in rows)
+        assert max(counts.values()) == 1, (route, counts.most_common(3))
+        assert set(counts) == {
+            f"{node}-{name}-{round_}" for node in NODES for name in names for round_ in (0, 1)
+        }, route
+
+    raw = {row["sensor_id"]: row for row in lake_rows(lake, "raw")}
+    # Columns merged: the curated ones, the other vendor's own, its key column.
+    some = next(iter(raw.values()))
+    assert {"humidity", "latitude", "battery_level", "firmware", "rid", "id"} <= set(some)
+    for round_ in (0, 1):
+        full = raw[f"edge-full-normal-{round_}"]
+        lite = raw[f"edge-lite-normal-{round_}"]
+        other = raw[f"edge-other-normal-{round_}"]
+        assert (full["humidity"], full["battery_level"], full["rid"]) == (40.0, None, None)
+        assert (lite["humidity"], lite["latitude"], lite["battery_level"]) == (None, None, None)
+        assert lite["id"] is not None and lite["_source_table"] == "sensor_readings"
+        assert (other["humidity"], other["id"]) == (None, None)
+        assert (other["battery_level"], other["firmware"]) == (3.5, "v9")
+        assert other["rid"] == other["_source_rowid"] and other["_source_table"] == "readings"
+        for row in (full, lite, other):
+            assert row["temperature"] == 21.0 and row["status_code"] == 0
+    assert raw["edge-other-hot-1"]["_region"] == "us-east-1"
+
+    # Route-specific columns held for every shape: severity on emergency, privacy on filtered.
+    emergency = {row["sensor_id"]: row for row in lake_rows(lake, "emergency")}
+    assert emergency["edge-other-hot-0"]["severity"] == "critical"
+    assert emergency["edge-lite-anomaly-1"]["matched_rules"] == ["anomaly"]
+    filtered = {row["sensor_id"]: row for row in lake_rows(lake, "filtered")}
+    assert filtered["edge-full-normal-0"]["latitude"] == 52.12
+    assert filtered["edge-other-normal-0"]["latitude"] is None
+
+    # One record name for the whole subject: the registry checked each version against the
+    # latest, so the fleet's shapes share it.
+    registry = SchemaRegistry(connection.schema_registry_config())
+    versions = registry.value_schemas(f"t.{unique}.in")
+    assert len(versions) >= 3
+    assert {schema["name"] for schema in versions} == {"SensorReading"}
+    dead = DeltaTable(f"{lake}/dlq").to_pyarrow_table().to_pylist()
+    # Only the readings the schematized route's validation refuses (out of range), per node
+    # and round: nothing went to the dead letters because of its shape.
+    assert sorted(Counter(row["stage"] for row in dead).items()) == [("router", 2 * len(NODES))]
