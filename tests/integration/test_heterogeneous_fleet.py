@@ -17,7 +17,7 @@ from producers.simulator import create_readings_table
 from producers.tailer import EdgeTailer
 from schemas.registry import SchemaRegistry
 from sinks.app import DeltaSink
-from stream_apps.app import RouterApp
+from stream_apps.app import RouterApp, known_fields
 from tests.integration.test_router import EXPECTED, READINGS, router_settings, routing_file
 from tests.integration.test_sink import sink_settings
 
@@ -156,3 +156,24 @@ def test_nodes_of_different_shapes_land_in_the_same_tables_once(
     # Only the readings the schematized route's validation refuses (out of range), per node
     # and round: nothing went to the dead letters because of its shape.
     assert sorted(Counter(row["stage"] for row in dead).items()) == [("router", 2 * len(NODES))]
+
+
+def test_routing_rules_may_name_a_column_the_latest_version_lacks(connection, unique):
+    """The nodes take turns registering the latest version: a column only some nodes have is
+    still a field the routing file may name."""
+    registry = SchemaRegistry(connection.schema_registry_config())
+    topic = f"t.{unique}.in"
+    with_battery = {
+        "type": "record",
+        "name": "SensorReading",
+        "namespace": "sensorstream",
+        "fields": [
+            {"name": "sensor_id", "type": ["null", "string"], "default": None},
+            {"name": "battery_level", "type": ["null", "double"], "default": None},
+        ],
+    }
+    without = {**with_battery, "fields": with_battery["fields"][:1]}
+    registry.register_value_schema(topic, with_battery)
+    registry.register_value_schema(topic, without)
+    assert "battery_level" not in {f["name"] for f in registry.latest_value_schema(topic)["fields"]}
+    assert "battery_level" in known_fields(registry, topic)

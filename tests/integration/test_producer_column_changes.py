@@ -14,6 +14,7 @@ import pytest
 
 from producers.settings import ProducerSettings
 from producers.tailer import EdgeTailer
+from sensorstream.errors import ConfigError
 from tests.integration.test_producer import simulate, topic_records
 from tests.kafka_helpers import read_topic
 
@@ -281,3 +282,22 @@ def test_a_dropped_column_before_a_restart_needs_no_new_version(
     assert sorted(records) == list(range(1, BEFORE + AFTER + 1))
     assert all("vibration" not in record for _, record in records.values())
     assert second.registry.client.get_versions(f"{settings.topic}-value") == [1]
+
+
+def test_the_event_time_column_dropped_stops_the_producer_naming_the_remedy(
+    kafka, schema_registry, connection, settings
+):
+    """Without event time no row can be partitioned: a loud stop (exit 2 from the CLI) that
+    names the database and says what to pass, after every row before the change streamed."""
+    simulate(settings.sqlite, BEFORE)
+    with producing(settings, connection) as running:
+        running.wait_for(BEFORE)
+        execute(settings.sqlite, "ALTER TABLE sensor_readings DROP COLUMN timestamp")
+        running.thread.join(DEADLINE_S)
+        assert not running.thread.is_alive(), "the producer went on without event time"
+    assert isinstance(running.error, ConfigError)
+    message = str(running.error)
+    assert str(settings.sqlite) in message and "sensor_readings" in message
+    assert "pass --timestamp-col NAME" in message
+    records = records_by_rowid(kafka, schema_registry, settings.topic)
+    assert sorted(records) == list(range(1, BEFORE + 1))
