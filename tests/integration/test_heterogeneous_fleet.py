@@ -177,3 +177,64 @@ def test_routing_rules_may_name_a_column_the_latest_version_lacks(connection, un
     registry.register_value_schema(topic, without)
     assert "battery_level" not in {f["name"] for f in registry.latest_value_schema(topic)["fields"]}
     assert "battery_level" in known_fields(registry, topic)
+
+
+TS_DDL = (
+    "CREATE TABLE events(eid INTEGER PRIMARY KEY, recorded_at TEXT NOT NULL, sensor_id TEXT NOT "
+    "NULL, temperature REAL, vibration REAL, status_code INTEGER, anomaly_flag INTEGER)"
+)
+
+
+def test_a_node_whose_event_time_has_another_name_lands_partitioned_by_it(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """Event time in `recorded_at`: the raw table partitions the node's rows by it (its
+    `timestamp` is null); the default schematized route requires `timestamp`, so it sends the
+    node's records to the dead letters, saying so, rather than dropping them."""
+    nodes = {
+        "edge-full": ("eu-west-1", "sensor_readings", None),
+        "edge-ts": ("eu-west-1", "events", TS_DDL),
+    }
+    for node, (region, table, ddl) in nodes.items():
+        db = tmp_path / f"{node}.db"
+        conn = sqlite3.connect(db)
+        if ddl is None:
+            create_readings_table(conn)
+        else:
+            conn.execute(ddl)
+        time_column = "timestamp" if ddl is None else "recorded_at"
+        conn.execute(
+            f"INSERT INTO {table} ({time_column}, sensor_id, temperature, vibration, status_code, "
+            "anomaly_flag) VALUES ('2026-11-19T23:59:00Z', ?, 21.0, 1.0, 0, 0)",
+            (f"{node}-normal",),
+        )
+        conn.commit()
+        conn.close()
+        result = EdgeTailer(
+            ProducerSettings(
+                sqlite=db,
+                node_id=node,
+                region=region,
+                table=table,
+                topic=f"t.{unique}.in",
+                dead_letter_topic=f"t.{unique}.dlq",
+                checkpoint_topic=f"t.{unique}.ckpt",
+                once=True,
+            ),
+            connection,
+        ).run()
+        assert (result.rows, result.dead_letters) == (1, 0), node
+    RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
+    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
+    topics = [*routed, f"^t\\.{unique}\\.regional\\..+"]
+    DeltaSink(sink_settings(unique).model_copy(update={"topics": topics}), connection).run()
+
+    lake = connection.sensorstream_lake_uri
+    raw = {row["sensor_id"]: row for row in lake_rows(lake, "raw")}
+    assert set(raw) == {"edge-full-normal", "edge-ts-normal"}
+    ts_row = raw["edge-ts-normal"]
+    assert ts_row["timestamp"] is None and ts_row["recorded_at"] is not None
+    assert str(ts_row["event_date"]) == "2026-11-19"
+    assert [row["sensor_id"] for row in lake_rows(lake, "schematized")] == ["edge-full-normal"]
+    dead = lake_rows(lake, "dlq")
+    assert len(dead) == 1 and "required.timestamp: missing" in dead[0]["error"], dead
