@@ -6,6 +6,7 @@ registry accepted passed its BACKWARD check."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sinks.app import DeltaSink
 from stream_apps.app import RouterApp, known_fields
 from tests.integration.test_router import EXPECTED, READINGS, router_settings, routing_file
 from tests.integration.test_sink import sink_settings
+from tests.kafka_helpers import AvroDecoder, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +240,54 @@ def test_a_node_whose_event_time_has_another_name_lands_partitioned_by_it(
     assert [row["sensor_id"] for row in lake_rows(lake, "schematized")] == ["edge-full-normal"]
     dead = lake_rows(lake, "dlq")
     assert len(dead) == 1 and "required.timestamp: missing" in dead[0]["error"], dead
+
+
+def test_nodes_of_different_shapes_starting_together_all_register_and_stream(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """A fleet deployed at once: the nodes race for the subject's first versions. Whichever
+    wins, each of the others evolves from what it finds and streams every row once."""
+    tailers = []
+    for round_, (node, (region, table, ddl)) in enumerate(
+        [*NODES.items(), *((f"{n}-2", spec) for n, spec in NODES.items())]
+    ):
+        db = tmp_path / f"{node}.db"
+        write_rows(db, node, table, ddl, round_ % 2)
+        settings = ProducerSettings(
+            sqlite=db,
+            node_id=node,
+            region=region,
+            topic=f"t.{unique}.in",
+            dead_letter_topic=f"t.{unique}.dlq",
+            checkpoint_topic=f"t.{unique}.ckpt",
+            once=True,
+        )
+        tailers.append(EdgeTailer(settings, connection))
+    results: dict[str, object] = {}
+
+    def run(tailer: EdgeTailer) -> None:
+        try:
+            results[tailer.settings.node_id] = tailer.run()
+        except BaseException as exc:  # reported below
+            results[tailer.settings.node_id] = exc
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in tailers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for node, result in results.items():
+        assert not isinstance(result, BaseException), (node, result)
+        assert (result.rows, result.dead_letters) == (len(READINGS), 0), node
+    assert len(results) == len(tailers)
+
+    decoder = AvroDecoder(schema_registry.url)
+    seen = Counter(
+        (record["_node_id"], record["_source_rowid"])
+        for record in (
+            decoder.decode(m.value())[1]
+            for m in read_topic(kafka.bootstrap_servers, f"t.{unique}.in")
+        )
+    )
+    assert set(seen.values()) == {1}
+    assert len(seen) == len(tailers) * len(READINGS)
