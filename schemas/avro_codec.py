@@ -8,11 +8,18 @@ not per value), everything else by fastavro, with the same bytes and records eit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from schemas.avro_reader import FlatRecordReader
 from schemas.avro_writer import FlatRecordWriter
-from schemas.registry import WIRE_HEADER_SIZE, SchemaRegistry, read_wire_header, wire_prefix
+from schemas.registry import (
+    WIRE_HEADER_SIZE,
+    NotAvroSchema,
+    SchemaRegistry,
+    read_wire_header,
+    wire_prefix,
+)
 from schemas.value_schema import parsed_schema
 
 
@@ -54,20 +61,37 @@ class AvroDecoder:
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self._schemas: dict[int, tuple[dict[str, Any], FlatRecordReader]] = {}
+        # Per schema id: the schema and its reader, or why its messages cannot be read (ids
+        # never change meaning, so a schema that is not an Avro record is asked for once).
+        self._schemas: dict[int, tuple[dict[str, Any], FlatRecordReader] | str] = {}
 
     def writer_schema(self, schema_id: int) -> dict[str, Any]:
+        """The record schema of `schema_id`; UndecodableMessage when it is none."""
         return self._schema(schema_id)[0]
 
     def _schema(self, schema_id: int) -> tuple[dict[str, Any], FlatRecordReader]:
         cached = self._schemas.get(schema_id)
         if cached is None:
-            schema = self.registry.schema_by_id(schema_id)
-            if schema is None:
-                raise UndecodableMessage(f"schema id {schema_id} is not in the schema registry")
-            cached = (schema, FlatRecordReader(schema, parsed_schema(schema)))
-            self._schemas[schema_id] = cached
+            cached = self._schemas[schema_id] = self._load(schema_id)
+        if isinstance(cached, str):
+            raise UndecodableMessage(cached)
         return cached
+
+    def _load(self, schema_id: int) -> tuple[dict[str, Any], FlatRecordReader] | str:
+        try:
+            schema = self.registry.schema_by_id(schema_id)
+        except NotAvroSchema as exc:
+            return str(exc)
+        if schema is None:  # not remembered: the id may be registered a moment from now
+            raise UndecodableMessage(f"schema id {schema_id} is not in the schema registry")
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            shown = json.dumps(schema)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            return f"schema id {schema_id} is not an Avro record schema: {shown}"
+        try:
+            return schema, FlatRecordReader(schema, parsed_schema(schema))
+        except Exception as exc:  # fastavro's own errors for a schema it cannot parse
+            return f"schema id {schema_id} cannot be read: {type(exc).__name__}: {exc}"
 
     def decode(self, message: bytes | None) -> tuple[int, dict[str, Any]]:
         """(schema id, record) of a framed message."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -23,6 +24,11 @@ __all__ = [
 _HEADER = struct.Struct(">bI")
 _COMPATIBILITY_ATTEMPTS = 3
 WIRE_HEADER_SIZE = _HEADER.size
+
+
+class NotAvroSchema(ValueError):
+    """A schema id registered with another schema type (JSON, Protobuf): ids are shared by
+    all types, so a frame can carry one; its messages cannot be read as Avro."""
 
 
 class IncompatibleSchema(PipelineError):
@@ -85,14 +91,18 @@ class SchemaRegistry:
                     raise
         self._compatibility_set.add(subject)
 
-    def schema_by_id(self, schema_id: int) -> dict | None:
-        """The schema registered under the global `schema_id`, or None when there is none."""
+    def schema_by_id(self, schema_id: int) -> Any:
+        """The Avro schema registered under the global `schema_id` (parsed JSON: a record's is
+        a dict), or None when there is none; NotAvroSchema for a JSON or Protobuf schema."""
         try:
             registered = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return None
             raise
+        kind = registered.schema_type or "AVRO"
+        if kind.upper() != "AVRO":
+            raise NotAvroSchema(f"schema id {schema_id} is a {kind} schema, not Avro")
         return json.loads(registered.schema_str)
 
     def value_schemas(self, topic: str) -> list[dict]:

@@ -5,6 +5,8 @@ go to the dead-letter topic, once each, naming the schema and the missing fields
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from confluent_kafka import Producer
 
@@ -100,3 +102,42 @@ def test_records_whose_schema_is_not_a_reading_go_to_the_dlq(
     dead = scrape(families)
     assert value(dead, "sensorstream_dead_letters_total", stage="router", reason="decode") == 2
     assert value(dead, "sensorstream_dead_letters_total", stage="router", reason="route") == 1
+
+
+def test_frames_of_schemas_that_are_not_avro_records_go_to_the_dlq(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """A Confluent frame whose schema id is registered, but as a JSON schema or as an Avro
+    value that is not a record: each is one dead letter, and the router carries on."""
+    from confluent_kafka.schema_registry import Schema
+
+    produce_nodes(tmp_path, connection, unique, {"edge-a": "eu-west-1"})  # 6 readings
+    topic = f"t.{unique}.in"
+    client = SchemaRegistry(connection.schema_registry_config()).client
+    ids = {
+        "text": client.register_schema(f"t.{unique}.text-value", Schema('"string"', "AVRO")),
+        "json": client.register_schema(
+            f"t.{unique}.json-value",
+            Schema(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}}), "JSON"),
+        ),
+    }
+    frames = {
+        "text": b"\x00" + ids["text"].to_bytes(4, "big") + b"\x06abc",  # the Avro string "abc"
+        "json": b"\x00" + ids["json"].to_bytes(4, "big") + b'{"a": "b"}',
+    }
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    for key, frame in frames.items():
+        producer.produce(topic, key=key.encode(), value=frame, partition=0)
+    assert producer.flush(30) == 0
+
+    routes = routing_file(tmp_path, unique)
+    result = RouterApp(router_settings(routes, unique), connection).run()
+    assert (result.routed, result.dead_letters) == (6 + 2, 1 + 2)
+
+    letters = {m.key(): dict(m.headers()) for m in committed(kafka, f"t.{unique}.dlq")}
+    errors = {key: letters[key.encode()]["dlq.error"].decode() for key in frames}
+    assert f"schema id {ids['text']} is not an Avro record" in errors["text"], errors
+    assert f"schema id {ids['json']} is a JSON schema, not Avro" in errors["json"], errors
+    for key in frames:
+        assert "sensorstream.route" not in letters[key.encode()]
+    assert len(committed(kafka, f"t.{unique}.raw")) == 6
