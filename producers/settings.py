@@ -47,6 +47,13 @@ class ProducerSettings(LayeredSettings):
         description="when the database was recreated (rowids went backwards): stop with an "
         "error, or stream the new database from its first row",
     )
+    reopen_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="how long a database deleted or replaced while tailed may stay missing (or "
+        "without its table) before the producer stops; a new file there is opened as at start",
+    )
     busy_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -45,7 +45,7 @@ from schemas.value_schema import (
     value_schema_for,
 )
 from sensorstream.backoff import Backoff
-from sensorstream.errors import PipelineError
+from sensorstream.errors import ConfigError, PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
 from sensorstream.metrics import DeadLetterReason
@@ -373,6 +373,8 @@ class EdgeTailer:
             if not rows:
                 if s.once:
                     return
+                if self._follow_database_file():
+                    continue
                 self.status.maybe_log(0)
                 self.stop.wait(s.poll_interval_s)
                 continue
@@ -385,6 +387,61 @@ class EdgeTailer:
                 self.status.maybe_log(self._backlog())
                 backoff.wait(self.stop)
             self.status.maybe_log(self._backlog())
+
+    def _follow_database_file(self) -> bool:
+        """After the last row of the file: was it replaced or deleted? Then take the new one.
+
+        The new file is checked against the checkpoint as at start (`on_recreated`): a copy of
+        the same database resumes after the checkpoint, a new one stops the producer or, with
+        `restart`, streams from its first row. True when the producer now reads another file.
+        """
+        change = self.source.file_change()
+        if change is None:
+            return False
+        table = self.source.table
+        log.warning(
+            "%s was %s while being tailed; every row of the old file is produced (through rowid "
+            "%d). Opening the file now at that path and checking it as at start",
+            self.settings.sqlite,
+            change,
+            self.checkpoint.rowid,
+        )
+        if not self._reopen_source(change):
+            return True  # stopping
+        if self.source.table != table:
+            raise SourceRecreated(
+                f"{self.settings.sqlite}: the database was {change} by one with table "
+                f"{self.source.table!r} instead of {table!r}; restart the producer to tail it "
+                "(its checkpoint is kept per table)"
+            )
+        self.checkpoint = self._verify_lineage(self.checkpoint)
+        self._until_done(self._prepare_schema)
+        return True
+
+    def _reopen_source(self, change: str) -> bool:
+        """Open the file at the path, waiting a while for it to be there with its table.
+
+        False when the producer was told to stop meanwhile.
+        """
+        s = self.settings
+        deadline = time.monotonic() + s.reopen_timeout_s
+        waiting = False
+        while not self.stop.is_set():
+            try:
+                self.source.reopen()
+                return True
+            except ConfigError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"{exc} (the database was {change} while being tailed, and no readable "
+                        f"database took its place within {s.reopen_timeout_s:g} s: put it back, "
+                        "or point --sqlite at where it is now)"
+                    ) from None
+                if not waiting:
+                    log.warning("waiting for a database to take its place: %s", exc)
+                    waiting = True
+            self.stop.wait(min(1.0, s.reopen_timeout_s / 10))
+        return False
 
     def _send(self, rows: list[tuple], started: float) -> None:
         """One chunk as one transaction; `started` is when its rows were read from SQLite."""
