@@ -7,7 +7,9 @@ the legacy uploader's JSON state file, written after the upload, could not give.
 
 A checkpoint also carries a fingerprint of the row at its rowid, so a database that was
 deleted and recreated (rowids starting again, perhaps already past the checkpoint) is told
-apart from the same database having grown.
+apart from the same database having grown, and an identity of that row (with its key), so the
+same database started under another node id is recognised (producers/identity.py). A node
+renamed on purpose hands its checkpoint over: the old key then says where it moved.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ CHECKPOINT_FORMAT = 1
 
 def checkpoint_key(node_id: str, table: str) -> bytes:
     return f"{node_id}/{table}".encode()
+
+
+def row_identity(rowid: int, event_time: object, key: object) -> str:
+    """What identifies a produced row among every node's databases: its rowid, raw event time
+    and key (the sensor id). The key tells apart two nodes whose databases hold readings
+    taken at the same moment at the same rowid (coarse timestamps, nodes started together)."""
+    return hashlib.blake2b(repr((rowid, event_time, key)).encode(), digest_size=12).hexdigest()
 
 
 def row_fingerprint(rowid: int, event_time: object) -> str:
@@ -48,6 +57,10 @@ class Checkpoint:
     schema_id: int | None
     rows_total: int  # rows produced (including dead letters) since the first checkpoint
     committed_at: float
+    # Added later, hence the defaults: checkpoints written before read back as None.
+    row_identity: str | None = None  # `row_identity` of the row at `rowid`
+    renamed_from: str | None = None  # the node id whose checkpoint this one continues
+    moved_to: str | None = None  # set on a renamed node's last checkpoint: its new node id
 
     def to_bytes(self) -> bytes:
         return json.dumps({"format": CHECKPOINT_FORMAT, **asdict(self)}).encode()
@@ -76,12 +89,25 @@ class CheckpointStore:
         previous incarnation left open, which would otherwise hold read_committed readers at
         the last stable offset until it times out.
         """
-        key = checkpoint_key(node_id, table)
-        latest: bytes | None = None
-        for message in read_to_end(self.kafka_config, self.topic, timeout=timeout):
-            if message.key() == key:
-                latest = message.value()  # a tombstone (None) resets the checkpoint
+        latest = self.read_latest(timeout).get(checkpoint_key(node_id, table))
         return None if latest is None else Checkpoint.from_bytes(latest)
+
+    def read_latest(self, timeout: float = 120.0) -> dict[bytes, bytes]:
+        """The last committed checkpoint of every (node, table), as stored (key -> value).
+
+        One read of the whole topic, as `read` needs anyway; a key whose last value is a
+        tombstone (a reset checkpoint) is left out. Same precondition as `read`.
+        """
+        latest: dict[bytes, bytes] = {}
+        for message in read_to_end(self.kafka_config, self.topic, timeout=timeout):
+            key, value = message.key(), message.value()
+            if key is None:
+                continue
+            if value is None:
+                latest.pop(key, None)
+            else:
+                latest[key] = value
+        return latest
 
     def stage(self, producer: Producer, checkpoint: Checkpoint) -> None:
         """Produce `checkpoint` into the producer's open transaction."""

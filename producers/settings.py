@@ -54,6 +54,16 @@ class ProducerSettings(LayeredSettings):
         description="how long a database deleted or replaced while tailed may stay missing (or "
         "without its table) before the producer stops; a new file there is opened as at start",
     )
+    renamed_from: str | None = Field(
+        None,
+        description="the node id this node had before: on its first start under the new id it "
+        "continues that node's checkpoint (nothing is sent again), which is marked as moved",
+    )
+    distinct_from: str | None = Field(
+        None,
+        description="a node id whose last produced row this database holds by coincidence: "
+        "it is not that node's database (starting would otherwise be refused)",
+    )
     busy_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -67,7 +77,7 @@ class ProducerSettings(LayeredSettings):
     metrics_port: int = metrics_port_field(PRODUCER_METRICS_PORT)
     once: bool = False
 
-    @field_validator("node_id", "region")
+    @field_validator("node_id", "region", "renamed_from", "distinct_from")
     @classmethod
     def _safe_identifier(cls, value: str | None) -> str | None:
         if value is not None and not _SAFE.fullmatch(value):

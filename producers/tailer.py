@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 import httpx
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producers.checkpoint import Checkpoint, CheckpointStore, row_fingerprint
+from producers import identity
+from producers.checkpoint import Checkpoint, CheckpointStore
 from producers.metrics import ProducerMetrics
 from producers.settings import ProducerSettings
 from producers.source import SchemaChanged, SQLiteSource
@@ -174,34 +175,72 @@ class EdgeTailer:
             ],
         )
         self._new_producer()
-        checkpoint = self.store.read(s.node_id, self.source.table)
-        self.checkpoint = self._verify_lineage(checkpoint)
+        found = identity.resolve(
+            self.store.read_latest(),
+            self.source,
+            node_id=s.node_id,
+            db=str(s.sqlite),
+            key_column=KEY_FIELD,
+            renamed_from=s.renamed_from,
+            distinct_from=s.distinct_from,
+        )
+        if isinstance(found, identity.Handover):
+            found = self._hand_over(found)
+        self.checkpoint = self._verify_lineage(found)
+
+    def _hand_over(self, handover: identity.Handover) -> Checkpoint:
+        """Commit, in one transaction under the earlier node's transactional id, this node's
+        first checkpoint (continuing the earlier one) and the earlier key's moved mark.
+
+        Using that id fences a producer still running under the old name: its next commit
+        fails and it stops, instead of streaming the rows this node now streams.
+        """
+        earlier = handover.earlier
+        producer = Producer(self._producer_config(earlier.node_id))
+        producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        producer.begin_transaction()
+        self.store.stage(producer, handover.adopted)
+        self.store.stage(producer, handover.moved())
+        producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+        log.warning(
+            "node %s continues node %s's checkpoint for table %s (renamed): after rowid %d, "
+            "nothing sent again; node %s's checkpoint now points to node %s",
+            self.settings.node_id,
+            earlier.node_id,
+            earlier.table,
+            earlier.rowid,
+            earlier.node_id,
+            self.settings.node_id,
+        )
+        return handover.adopted
 
     def _new_producer(self) -> None:
         if self.producer is not None:
             self.producer = None  # the old handle is dropped; librdkafka tears it down
-        s = self.settings
-        producer = Producer(
-            {
-                **self.kafka_config,
-                "transactional.id": f"sensorstream-producer.{s.node_id}.{self.source.table}",
-                "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
-                "enable.idempotence": True,
-                "acks": "all",
-                "compression.type": s.compression,
-                "linger.ms": s.linger_ms,
-                "batch.size": 1_000_000,
-                "queue.buffering.max.messages": 500_000,
-                "queue.buffering.max.kbytes": 512 * 1024,
-                "message.max.bytes": max(1_000_000, s.max_row_bytes + 65_536),
-                # Reconnect within seconds of the broker's return, not librdkafka's 10 s.
-                "reconnect.backoff.max.ms": 5000,
-                "logger": kafka_logger(),
-                "error_cb": self._on_kafka_error,
-            }
-        )
+        producer = Producer(self._producer_config(self.settings.node_id))
         producer.init_transactions(TRANSACTION_TIMEOUT_S)
         self.producer = producer
+
+    def _producer_config(self, node_id: str) -> dict:
+        """The transactional producer of (node, table): one transactional id per pair."""
+        s = self.settings
+        return {
+            **self.kafka_config,
+            "transactional.id": f"sensorstream-producer.{node_id}.{self.source.table}",
+            "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": s.compression,
+            "linger.ms": s.linger_ms,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "message.max.bytes": max(1_000_000, s.max_row_bytes + 65_536),
+            # Reconnect within seconds of the broker's return, not librdkafka's 10 s.
+            "reconnect.backoff.max.ms": 5000,
+            "logger": kafka_logger(),
+            "error_cb": self._on_kafka_error,
+        }
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -227,7 +266,7 @@ class EdgeTailer:
             )
         elif checkpoint.row_fingerprint is not None:
             row = self.source.row_at(checkpoint.rowid)
-            if row is not None and self._fingerprint(row) != checkpoint.row_fingerprint:
+            if row is not None and self._marks(row).fingerprint != checkpoint.row_fingerprint:
                 problem = (
                     f"the row at the checkpoint's rowid {checkpoint.rowid} is not the row that "
                     "was produced there"
@@ -470,15 +509,18 @@ class EdgeTailer:
                 key = record.get(KEY_FIELD)
                 self._produce(s.topic, key.encode() if key is not None else None, value)
             last = rows[-1]
+            marks = self._marks(last)
             checkpoint = Checkpoint(
                 node_id=s.node_id,
                 table=self.source.table,
                 db=str(s.sqlite),
                 rowid=last[0],
-                row_fingerprint=self._fingerprint(last),
+                row_fingerprint=marks.fingerprint,
                 schema_id=self.encoder.schema_id,
                 rows_total=self.checkpoint.rows_total + len(rows),
                 committed_at=time.time(),
+                row_identity=marks.identity,
+                renamed_from=self.checkpoint.renamed_from,
             )
             self.store.stage(producer, checkpoint)
             # commit_transaction() would flush too; flushing first puts the records in the log
@@ -582,10 +624,8 @@ class EdgeTailer:
         self.producer = None
         self._until_done(self._connect)
 
-    def _fingerprint(self, row: tuple) -> str:
-        """`row_fingerprint` of a row as read by the source: (rowid, *columns)."""
-        names = [c.name for c in self.source.columns]
-        return row_fingerprint(row[0], row[1 + names.index(self.source.timestamp_column)])
+    def _marks(self, row: tuple) -> identity.RowMarks:
+        return identity.row_marks(self.source, row, KEY_FIELD)
 
     def _backlog(self) -> int:
         done = self.checkpoint.rowid if self.checkpoint else 0

@@ -119,6 +119,8 @@ def _produce_command(args: argparse.Namespace) -> int:
             "node_id": args.node_id,
             "region": args.region,
             "on_recreated": args.on_recreated,
+            "renamed_from": args.renamed_from,
+            "distinct_from": args.distinct_from,
             "once": True if args.once else None,
             **_metrics_overrides(args),
         },
@@ -345,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-recreated",
         choices=["fail", "restart"],
         help="a recreated database: stop with an error (default) or stream it from its start",
+    )
+    produce.add_argument(
+        "--renamed-from",
+        metavar="OLD_ID",
+        help="this node was OLD_ID: continue its checkpoint instead of sending every row again",
+    )
+    produce.add_argument(
+        "--distinct-from",
+        metavar="ID",
+        help="this database is not node ID's, though it holds a row ID produced",
     )
     produce.add_argument("--once", action="store_true", help="produce what is there, then exit")
     _add_metrics_flags(produce, PRODUCER_METRICS_PORT)
