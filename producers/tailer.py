@@ -175,7 +175,14 @@ class EdgeTailer:
             ],
         )
         self._new_producer()
-        found = identity.resolve(
+        found = self._resolve_identity()
+        if isinstance(found, identity.Handover):
+            found = self._hand_over(found.earlier.node_id)
+        self.checkpoint = self._verify_lineage(found)
+
+    def _resolve_identity(self) -> Checkpoint | identity.Handover | None:
+        s = self.settings
+        return identity.resolve(
             self.store.read_latest(),
             self.source,
             node_id=s.node_id,
@@ -184,20 +191,21 @@ class EdgeTailer:
             renamed_from=s.renamed_from,
             distinct_from=s.distinct_from,
         )
-        if isinstance(found, identity.Handover):
-            found = self._hand_over(found)
-        self.checkpoint = self._verify_lineage(found)
 
-    def _hand_over(self, handover: identity.Handover) -> Checkpoint:
+    def _hand_over(self, earlier_node_id: str) -> Checkpoint | None:
         """Commit, in one transaction under the earlier node's transactional id, this node's
         first checkpoint (continuing the earlier one) and the earlier key's moved mark.
 
         Using that id fences a producer still running under the old name: its next commit
-        fails and it stops, instead of streaming the rows this node now streams.
+        fails and it stops, instead of streaming the rows this node now streams. It may have
+        committed since the first read, so the checkpoints are read again once it is fenced.
         """
-        earlier = handover.earlier
-        producer = Producer(self._producer_config(earlier.node_id))
+        producer = Producer(self._producer_config(earlier_node_id))
         producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        handover = self._resolve_identity()
+        if not isinstance(handover, identity.Handover):
+            return handover  # handed over meanwhile (an earlier attempt committed after all)
+        earlier = handover.earlier
         producer.begin_transaction()
         self.store.stage(producer, handover.adopted)
         self.store.stage(producer, handover.moved())
