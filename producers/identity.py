@@ -108,7 +108,6 @@ def resolve(
     under another node id, or this node's checkpoint was handed over to another.
     """
     table = source.table
-    checkpoints = parse_checkpoints(latest)
     own_bytes = latest.get(checkpoint_key(node_id, table))
     own = None if own_bytes is None else Checkpoint.from_bytes(own_bytes)
     if own is not None and own.moved_to is not None:
@@ -118,10 +117,11 @@ def resolve(
             f"Start this producer with --node-id {own.moved_to}; a different database needs a "
             "node id of its own. Nothing was produced."
         )
+    if renamed_from is None and own is not None:
+        return own  # the usual start: other nodes' checkpoints are not even parsed
+    checkpoints = parse_checkpoints(latest)
     if renamed_from is not None:
         return _renamed(checkpoints, own, source, node_id, db, key_column, renamed_from)
-    if own is not None:
-        return own
     earlier = [
         c
         for c in checkpoints.values()
