@@ -545,6 +545,45 @@ def test_images_leave_out_the_dev_and_spark_groups() -> None:
             )
 
 
+def run_mounts() -> list[tuple[str, dict[str, str]]]:
+    """(stage, options) of every `RUN --mount=...` flag in the Dockerfile."""
+    mounts = []
+    for stage in dockerfile().stages.values():
+        for kw, args in stage.instructions:
+            if kw != "RUN":
+                continue
+            for flag in re.findall(r"--mount=(\S+)", args):
+                options = dict(
+                    item.split("=", 1) if "=" in item else (item, "") for item in flag.split(",")
+                )
+                mounts.append((stage.name, options))
+    return mounts
+
+
+def test_run_mounts_are_accepted_by_buildah_and_podman() -> None:
+    """BuildKit resolves a relative mount target against WORKDIR; buildah (and so podman
+    build) refuses it. Absolute targets mean the same to both."""
+    mounts = run_mounts()
+    assert any(options.get("type") == "bind" for _, options in mounts)
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    problems = []
+    for stage, options in mounts:
+        target = options.get("target") or options.get("dst") or options.get("destination")
+        if not target or not target.startswith("/"):
+            problems.append(f"{stage}: --mount={options} needs an absolute target")
+        if options.get("type") == "bind" and "from" not in options:
+            source = options.get("source") or options.get("src") or ""
+            if not (REPO / source).exists() or not _docker_context_includes(
+                Path(source).parts[0], patterns
+            ):
+                problems.append(f"{stage}: bind source {source!r} is not in the build context")
+    assert not problems, "\n".join(problems)
+
+
 def _edge_skip_modules() -> list[str]:
     """Top-level modules of the distributions the edge image leaves out (ARG EDGE_SKIP)."""
     skip = dockerfile().args("build-edge")["EDGE_SKIP"].split()
