@@ -29,6 +29,13 @@ class ProducerMetrics:
         self._last_commit = families.last_commit.labels(STAGE)
         self._offline = False
         families.producer_offline.set(0)
+        # Registered now, so the first scrape lists every producer family.
+        _ = (
+            families.producer_backlog,
+            families.producer_outages,
+            families.producer_checkpoint_rowid,
+            families.producer_info,
+        )
 
     def tailing(self, node_id: str, region: str, table: str) -> None:
         self.families.producer_info.labels(node_id, region, table).set(1)

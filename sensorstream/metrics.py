@@ -20,9 +20,9 @@ import logging
 import math
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -42,6 +42,8 @@ from pydantic import Field
 from sensorstream.errors import ConfigError
 
 log = logging.getLogger("sensorstream.metrics")
+
+F = TypeVar("F")
 
 Stage = Literal["producer", "router", "sink"]
 STAGES: tuple[Stage, ...] = ("producer", "router", "sink")
@@ -208,34 +210,73 @@ class BulkHistogram(Collector):
         return [family]
 
 
+class lazy_family(Generic[F]):
+    """A metric family of `MetricFamilies`, registered on the instance's registry the first time
+    a stage uses it. A command then exports its own stage's families and no other: a producer's
+    /metrics never lists the sink's buffer or the router's routing version (at a misleading 0).
+    Each stage's metrics class touches all of its families when it starts, so they show 0
+    rather than "no data" from the first scrape."""
+
+    def __init__(self, build: Callable[[CollectorRegistry], F]) -> None:
+        self.build = build
+        self.name = build.__name__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> lazy_family[F]: ...
+    @overload
+    def __get__(self, instance: MetricFamilies, owner: type) -> F: ...
+    def __get__(self, instance: MetricFamilies | None, owner: type) -> F | lazy_family[F]:
+        if instance is None:
+            return self
+        with instance._lock:  # two threads' first use must not register the family twice
+            built = instance.__dict__.get(self.name)
+            if built is None:
+                built = instance.__dict__[self.name] = self.build(instance.registry)
+        return built
+
+
 class MetricFamilies:
-    """Every metric family of sensorstream, registered on one registry."""
+    """Every metric family of sensorstream, each registered on this one registry when a stage
+    first uses it (`lazy_family`)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        self._lock = threading.Lock()
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory...
         PlatformCollector(registry=registry)  # python_info
-        self.records_in = Counter(
+
+    @lazy_family
+    def records_in(registry: CollectorRegistry) -> Counter:
+        return Counter(
             "sensorstream_records_in",
             "Records a stage took in and finished with (committed): SQLite rows for the "
             "producer, input messages for the router and the sink, dead-lettered ones included.",
             ["stage"],
             registry=registry,
         )
-        self.records_out = Counter(
+
+    @lazy_family
+    def records_out(registry: CollectorRegistry) -> Counter:
+        return Counter(
             "sensorstream_records_out",
             "Records a stage committed to its outputs, per route (the producer has one route, "
             "'readings'; the sink's routes are its tables).",
             ["stage", "route"],
             registry=registry,
         )
-        self.dead_letters = Counter(
+
+    @lazy_family
+    def dead_letters(registry: CollectorRegistry) -> Counter:
+        return Counter(
             "sensorstream_dead_letters",
             "Records sent to the dead-letter topic or table instead of their output.",
             ["stage", "reason"],
             registry=registry,
         )
-        self.consumer_lag = Gauge(
+
+    @lazy_family
+    def consumer_lag(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_consumer_lag_records",
             "Records in a partition after the group's committed offset (sink) or after the "
             "consumed position (router: its exactly-once commits are not visible to the "
@@ -243,7 +284,10 @@ class MetricFamilies:
             ["stage", "topic", "partition"],
             registry=registry,
         )
-        self.batch_duration = Histogram(
+
+    @lazy_family
+    def batch_duration(registry: CollectorRegistry) -> Histogram:
+        return Histogram(
             "sensorstream_batch_duration_seconds",
             "Time to assemble one batch before its commit: a producer chunk (read, encode, "
             "send), a router checkpoint (first record to commit), a sink table batch (decode "
@@ -252,7 +296,10 @@ class MetricFamilies:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.commit_duration = Histogram(
+
+    @lazy_family
+    def commit_duration(registry: CollectorRegistry) -> Histogram:
+        return Histogram(
             "sensorstream_commit_duration_seconds",
             "Time to commit one batch: Kafka transaction (producer, router) or consumer "
             "offsets after the Delta commits (sink).",
@@ -260,52 +307,79 @@ class MetricFamilies:
             buckets=COMMIT_BUCKETS,
             registry=registry,
         )
-        self.end_to_end_latency = BulkHistogram(
+
+    @lazy_family
+    def end_to_end_latency(registry: CollectorRegistry) -> BulkHistogram:
+        return BulkHistogram(
             "sensorstream_end_to_end_latency_seconds",
             "From a reading's event time to the commit of the stage that just handled it.",
             ["stage", "route"],
             LATENCY_BUCKETS,
             registry,
         )
-        self.last_commit = Gauge(
+
+    @lazy_family
+    def last_commit(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_last_commit_timestamp_seconds",
             "Unix time of the stage's last commit that carried records.",
             ["stage"],
             registry=registry,
         )
-        self.producer_backlog = Gauge(
+
+    @lazy_family
+    def producer_backlog(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_producer_backlog_rows",
             "Rows in the SQLite table after the producer's committed checkpoint (rowid "
             "difference: deleted rows count too).",
             registry=registry,
         )
-        self.producer_offline = Gauge(
+
+    @lazy_family
+    def producer_offline(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_producer_offline",
             "1 while Kafka or the schema registry is unreachable and SQLite buffers the rows.",
             registry=registry,
         )
-        self.producer_outages = Counter(
+
+    @lazy_family
+    def producer_outages(registry: CollectorRegistry) -> Counter:
+        return Counter(
             "sensorstream_producer_outages",
             "Times the producer lost Kafka or the schema registry.",
             registry=registry,
         )
-        self.producer_checkpoint_rowid = Gauge(
+
+    @lazy_family
+    def producer_checkpoint_rowid(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_producer_checkpoint_rowid",
             "The last SQLite rowid covered by a committed transaction.",
             registry=registry,
         )
-        self.producer_info = Gauge(
+
+    @lazy_family
+    def producer_info(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_producer_info",
             "Always 1; its labels say which edge node, region and table this producer tails.",
             ["node_id", "region", "table"],
             registry=registry,
         )
-        self.router_routing_version = Gauge(
+
+    @lazy_family
+    def router_routing_version(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_router_routing_version",
             "The routing version in force.",
             registry=registry,
         )
-        self.sink_buffered = Gauge(
+
+    @lazy_family
+    def sink_buffered(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
             "sensorstream_sink_buffered_records",
             "Records consumed and held in memory until their table's next flush.",
             registry=registry,

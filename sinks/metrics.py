@@ -60,6 +60,10 @@ class SinkMetrics:
         self._batch = families.batch_duration.labels(STAGE)
         self._commit = families.commit_duration.labels(STAGE)
         self._last_commit = families.last_commit.labels(STAGE)
+        # Registered now, so the first scrape lists every sink family (per-route children come
+        # with the tables' first batches).
+        families.sink_buffered.set(0)
+        _ = (families.records_out, families.end_to_end_latency)
 
     def consumer_config(self, interval_ms: int = STATS_INTERVAL_MS) -> dict[str, Any]:
         """Add to the sink consumer's configuration to get the consumer lag."""

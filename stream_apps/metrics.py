@@ -55,6 +55,9 @@ class RouterMetrics:
         self._batch = families.batch_duration.labels(STAGE)
         self._commit = families.commit_duration.labels(STAGE)
         self._last_commit = families.last_commit.labels(STAGE)
+        # Registered now, so the first scrape lists every router family (per-route children
+        # come with the routes' first records).
+        _ = (families.router_routing_version, families.records_out, families.end_to_end_latency)
         self._names: dict[bytes, str] = {}  # route header value -> route name
         self._lock = threading.Lock()
         self._reset()

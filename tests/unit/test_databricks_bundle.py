@@ -159,7 +159,9 @@ def test_schedules_have_a_valid_pause_status_in_every_target() -> None:
         )
         for path, where, value in all_scalars():
             if where.endswith("pause_status") and isinstance(value, str):
-                resolved = REFERENCE.sub(lambda m: str(values[m.group(1)[4:]]), value)
+                resolved = value
+                for ref in REFERENCE.findall(value):
+                    resolved = resolved.replace(f"${{{ref}}}", str(values[ref.split(".", 1)[1]]))
                 assert resolved in PAUSE_STATUSES, f"{path.name} {where} in {name}: {resolved}"
 
 

@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,6 +29,8 @@ from sensorstream.settings import LayeredSettings, load_settings
 from sinks.settings import SinkSettings
 from stream_apps.settings import RouterSettings
 from tests.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:
@@ -57,11 +60,74 @@ def test_each_registry_has_its_own_counters():
 
 
 def test_every_family_is_named_sensorstream_and_documented():
-    families = list(MetricFamilies().registry.collect())
+    from producers.metrics import ProducerMetrics
+    from sinks.metrics import SinkMetrics
+    from stream_apps.metrics import RouterMetrics
+
+    every = MetricFamilies()
+    for stage_metrics in (ProducerMetrics, RouterMetrics, SinkMetrics):
+        stage_metrics(every)
+    families = list(every.registry.collect())
     ours = [f for f in families if f.name.startswith("sensorstream_")]
     assert len(ours) == 15
     assert all(f.documentation for f in ours)
     assert {f.name for f in families} >= {"process_resident_memory_bytes", "python_info"}
+
+
+SHARED_FAMILIES = {
+    "sensorstream_records_in",
+    "sensorstream_records_out",
+    "sensorstream_dead_letters",
+    "sensorstream_batch_duration_seconds",
+    "sensorstream_commit_duration_seconds",
+    "sensorstream_end_to_end_latency_seconds",
+    "sensorstream_last_commit_timestamp_seconds",
+}
+STAGE_FAMILIES = {
+    "producer": SHARED_FAMILIES
+    | {
+        "sensorstream_producer_backlog_rows",
+        "sensorstream_producer_offline",
+        "sensorstream_producer_outages",
+        "sensorstream_producer_checkpoint_rowid",
+        "sensorstream_producer_info",
+    },
+    "router": SHARED_FAMILIES
+    | {"sensorstream_consumer_lag_records", "sensorstream_router_routing_version"},
+    "sink": SHARED_FAMILIES
+    | {"sensorstream_consumer_lag_records", "sensorstream_sink_buffered_records"},
+}
+
+
+def exported_families(stage: str) -> set[str]:
+    """The sensorstream families a command's /metrics lists, as its stage's metrics class
+    registers them when the command starts."""
+    from producers.metrics import ProducerMetrics
+    from sinks.metrics import SinkMetrics
+    from stream_apps.metrics import RouterMetrics
+
+    families = MetricFamilies()
+    {"producer": ProducerMetrics, "router": RouterMetrics, "sink": SinkMetrics}[stage](families)
+    text = generate_latest(families.registry).decode()
+    return {
+        family.name
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("sensorstream_") and not family.name.endswith("_created")
+    }
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_FAMILIES))
+def test_each_command_exports_its_own_families_only(stage):
+    """A producer's /metrics listing the sink's buffer or the router's routing version (at 0)
+    would tell an operator things about an edge node that are not true."""
+    assert exported_families(stage) == STAGE_FAMILIES[stage]
+
+
+def test_every_family_of_every_stage_is_documented():
+    documented = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
+    for families in STAGE_FAMILIES.values():
+        for name in families:
+            assert f"`{name}" in documented, name
 
 
 # -- the bulk histogram ----------------------------------------------------------------------
