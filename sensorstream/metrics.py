@@ -245,6 +245,14 @@ class MetricFamilies:
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory...
         PlatformCollector(registry=registry)  # python_info
 
+    def register_all(self) -> MetricFamilies:
+        """Register every family now: the product's whole catalogue, for checks of the docs
+        and the dashboard (a command registers only its own stage's)."""
+        for name, attribute in vars(type(self)).items():
+            if isinstance(attribute, lazy_family):
+                getattr(self, name)
+        return self
+
     @lazy_family
     def records_in(registry: CollectorRegistry) -> Counter:
         return Counter(

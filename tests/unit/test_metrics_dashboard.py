@@ -38,7 +38,7 @@ SUFFIXES = {
 def exposed_names() -> dict[str, str]:
     """Every sample name a command's registry can expose, mapped to its family."""
     names = {}
-    for family in MetricFamilies().registry.collect():
+    for family in MetricFamilies().register_all().registry.collect():
         for suffix in SUFFIXES.get(family.type, ("",)):
             names[family.name + suffix] = family.name
     return names
