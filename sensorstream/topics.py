@@ -101,12 +101,9 @@ def require_compacted(admin: AdminClient, topics: list[str], timeout: float = 10
     Checked on every start, not only at creation: the topic may predate the product, or
     have been altered since.
     """
-    resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
-    futures = admin.describe_configs(resources, request_timeout=timeout)
-    for resource, future in futures.items():
-        policy = future.result(timeout)["cleanup.policy"].value
+    for name in topics:
+        policy = _cleanup_policy(admin, name, timeout)
         if policy != "compact":
-            name = resource.name
             raise ConfigError(
                 f"topic {name} has cleanup.policy={policy}, but it must be compacted "
                 "(cleanup.policy=compact): it holds records written once and read at every "
@@ -115,6 +112,28 @@ def require_compacted(admin: AdminClient, topics: list[str], timeout: float = 10
                 "again. Remedy: kafka-configs.sh --bootstrap-server <broker> --alter "
                 f"--entity-type topics --entity-name {name} --add-config cleanup.policy=compact"
             )
+
+
+def _cleanup_policy(admin: AdminClient, topic: str, timeout: float) -> str:
+    """The topic's cleanup.policy, waiting out a topic created a moment ago.
+
+    A broker answers describe_configs for a topic it has just created with
+    UNKNOWN_TOPIC_OR_PART until the topic's metadata has reached it; that is not an answer,
+    so ask again until `timeout` has passed.
+    """
+    deadline = time.monotonic() + timeout
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    while True:
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+        try:
+            return future.result(timeout)["cleanup.policy"].value
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise PipelineError(
+                    f"reading the configuration of topic {topic}: {error.str()}"
+                ) from exc
+        time.sleep(0.2)
 
 
 def read_to_end(
