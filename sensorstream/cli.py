@@ -281,6 +281,35 @@ def _vacuum_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the lake is exact, 1 when the audit found discrepancies (each listed)."""
+    from audit.lake import LakeNotFound
+    from audit.report import print_json, print_summary
+    from audit.run import audit_lake
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sensorstream.topics import PRODUCER_CHECKPOINTS
+
+    connection = load_settings(
+        ConnectionSettings, config_file=args.config, overrides={"sensorstream_lake_uri": args.lake}
+    )
+    lake = connection.lake_uri
+    kafka = None if args.no_checkpoints else connection.kafka_client_config()
+    try:
+        report = audit_lake(
+            lake,
+            connection.storage_options(),
+            kafka,
+            args.checkpoint_topic or PRODUCER_CHECKPOINTS,
+        )
+    except LakeNotFound:
+        raise ConfigError(
+            f"audit: no lake at {lake}: give the lake's URI with --lake or "
+            "SENSORSTREAM_LAKE_URI (a local path or s3://bucket/prefix)"
+        ) from None
+    (print_json if args.json else print_summary)(report, sys.stdout)
+    return report.exit_code
+
+
 def _add_metrics_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--metrics-port",
@@ -407,6 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vacuum.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
     vacuum.set_defaults(handler=_vacuum_command)
+
+    audit = sub.add_parser(
+        "audit", help="prove exactly-once: reconcile what the edge sent with what the lake holds"
+    )
+    audit.add_argument("--lake", metavar="URI", help="the lake (default: SENSORSTREAM_LAKE_URI)")
+    audit.add_argument("--json", action="store_true", help="the findings as JSON, for scripts")
+    audit.add_argument(
+        "--checkpoint-topic", metavar="TOPIC", help="producers' checkpoints (default: the usual)"
+    )
+    audit.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="audit the lake alone, without the broker (no per-node counts of rows sent)",
+    )
+    audit.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
+    audit.set_defaults(handler=_audit_command)
     return parser
 
 
