@@ -21,6 +21,7 @@ $(SYNC): pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 bootstrap: $(SYNC)
+	@command -v uv >/dev/null || echo 'uv is in .tools/uv/bin; for the commands of README.md: export PATH="$$PWD/.tools/uv/bin:$$PATH"'
 
 system-deps:
 	@bash infra/local_stack/system-deps.sh

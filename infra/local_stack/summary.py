@@ -4,11 +4,31 @@ verdict, where the tables are, and a query to try on them.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import IO
 
 from infra.local_stack.display import count, grid, shown
 from infra.local_stack.lake_report import LakeReport
 from infra.local_stack.pipeline import ROUTES, EdgeNode
+
+
+def uv_command() -> str:
+    """How the printed commands call uv: `uv` when the shell finds one on PATH, otherwise the
+    uv running the demo (`uv run` sets UV), which `make` installs under .tools/ on a machine
+    without uv; relative to the working directory, the repository root, when it is inside it.
+    A newcomer pastes the commands as printed, so they must name a uv that exists."""
+    if shutil.which("uv"):
+        return "uv"
+    running = os.environ.get("UV")
+    if not running:
+        return "uv"
+    path = Path(running).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def example_query(lake_uri: str) -> str:
@@ -25,7 +45,7 @@ def example_query(lake_uri: str) -> str:
         "print(t.group_by('_region', 'severity').len().sort('_region', 'severity'), flush=True); "
         "os._exit(0)"
     )
-    return f'uv run python -c "{code}"'
+    return f'{uv_command()} run python -c "{code}"'
 
 
 def verdict(report: LakeReport) -> str:
@@ -107,7 +127,7 @@ def print_summary(
     p("  logs              .stack/logs/demo-*.log")
     p()
     p("  Query it (alerts per region and severity):")
-    p('    eval "$(uv run sensorstream stack env)"')
+    p(f'    eval "$({uv_command()} run sensorstream stack env)"')
     p(f"    {example_query(lake_uri)}")
     p("  The stack keeps running for the next run; stop it with: make stack-down")
     out.flush()
