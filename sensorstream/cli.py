@@ -13,8 +13,14 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sensorstream.errors import ConfigError, PipelineError
+
+if TYPE_CHECKING:
+    from sensorstream.settings import ConnectionSettings
+    from stream_apps.control import RoutingControl, RoutingVersion
+    from stream_apps.settings import RouterSettings
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -174,9 +180,7 @@ def _route_command(args: argparse.Namespace) -> int:
 
 def _routes_command(args: argparse.Namespace) -> int:
     from sensorstream.settings import ConnectionSettings, load_settings
-    from stream_apps.app import known_fields
     from stream_apps.control import RoutingControl
-    from stream_apps.routing.config import parse_routing
     from stream_apps.settings import RouterSettings
 
     settings = load_settings(RouterSettings, config_file=args.config, section="router")
@@ -184,44 +188,87 @@ def _routes_command(args: argparse.Namespace) -> int:
     control = RoutingControl(connection.kafka_client_config(), settings.control_topic)
     control.ensure_topic()
     if args.action == "apply":
-        if args.file is None:
+        if args.target is None:
             raise ConfigError("routes apply needs the routing FILE to apply")
+        path = Path(args.target)
         try:
-            text = args.file.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"{args.file}: cannot read routing file: {exc}") from None
-        from schemas.registry import SchemaRegistry
-        from sensorstream.topics import internal_topics
-
-        fields = known_fields(
-            SchemaRegistry(connection.schema_registry_config()), "sensors.readings"
-        )
-        parse_routing(text, str(args.file), fields, internal_topics(settings.control_topic))
-        version, new = control.publish(text, settings.applied_by, str(args.file))
+            raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
+        _validate_routing(text, str(path), settings, connection)
+        version, new = control.publish(text, settings.applied_by, str(path))
         if new:
-            print(f"applied {args.file} as routing version {version.version}")
+            print(f"applied {path} as routing version {version.version}")
         else:
-            print(f"{args.file} is already routing version {version.version}; nothing applied")
+            print(f"{path} is already routing version {version.version}; nothing applied")
         return EXIT_OK
-    history = control.history()
+    if args.action == "rollback":
+        number = _version_number(args, required=True)
+        old = _routing_version(control, number)
+        _validate_routing(old.content, f"routing version {number}", settings, connection)
+        version, new = control.rollback(number, settings.applied_by)
+        if new:
+            print(f"rolled back to version {number} as routing version {version.version}")
+        else:
+            print(
+                f"routing version {version.version} is version {number}'s content already; "
+                "nothing applied"
+            )
+        return EXIT_OK
     if args.action == "history":
         print(f"{'VERSION':<8} {'APPLIED AT':<26} {'BY':<16} {'HASH':<13} SOURCE")
-        for v in history:
+        for v in control.history():
             print(
                 f"{v.version:<8} {v.applied_at:<26} {v.applied_by:<16} "
                 f"{v.content_hash[:12]:<13} {v.source}"
             )
         return EXIT_OK
-    if not history:
-        print("no routing version has been applied yet")
-        return EXIT_OK
-    latest = history[-1]
+    number = _version_number(args, required=False)
+    if number is not None:
+        shown = _routing_version(control, number)
+    else:
+        shown = control.latest()
+        if shown is None:
+            print("no routing version has been applied yet")
+            return EXIT_OK
     print(
-        f"# routing version {latest.version}, applied {latest.applied_at} by "
-        f"{latest.applied_by} from {latest.source}"
+        f"# routing version {shown.version}, applied {shown.applied_at} by "
+        f"{shown.applied_by} from {shown.source}"
     )
-    print(latest.content, end="" if latest.content.endswith("\n") else "\n")
+    print(shown.content, end="" if shown.content.endswith("\n") else "\n")
     return EXIT_OK
+
+
+def _version_number(args: argparse.Namespace, *, required: bool) -> int | None:
+    if args.target is None:
+        if required:
+            raise ConfigError(f"routes {args.action} needs the version N (see `routes history`)")
+        return None
+    if not args.target.isdigit() or int(args.target) < 1:
+        raise ConfigError(
+            f"routes {args.action}: '{args.target}' is not a version number (see `routes history`)"
+        )
+    return int(args.target)
+
+
+def _routing_version(control: RoutingControl, number: int) -> RoutingVersion:
+    try:
+        return control.version(number)
+    except LookupError as exc:
+        raise ConfigError(f"{exc}; see `sensorstream routes history`") from None
+
+
+def _validate_routing(
+    text: str, source: str, settings: RouterSettings, connection: ConnectionSettings
+) -> None:
+    """What `routes apply` checks before publishing, for a file or an old version's text."""
+    from schemas.registry import SchemaRegistry
+    from sensorstream.topics import internal_topics
+    from stream_apps.app import known_fields
+    from stream_apps.routing.config import parse_routing
+
+    fields = known_fields(SchemaRegistry(connection.schema_registry_config()), "sensors.readings")
+    parse_routing(text, source, fields, internal_topics(settings.control_topic))
 
 
 def _sink_command(args: argparse.Namespace) -> int:
@@ -399,9 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
     route.set_defaults(handler=_route_command)
 
-    routes = sub.add_parser("routes", help="show, apply or list routing versions")
-    routes.add_argument("action", choices=["show", "apply", "history"])
-    routes.add_argument("file", nargs="?", type=Path, metavar="FILE", help="for apply")
+    routes = sub.add_parser("routes", help="show, apply, list or roll back routing versions")
+    routes.add_argument("action", choices=["show", "apply", "history", "rollback"])
+    routes.add_argument(
+        "target",
+        nargs="?",
+        metavar="FILE|N",
+        help="apply: the routing FILE; show: version N (default the latest); rollback: "
+        "version N, published again as a new version",
+    )
     routes.add_argument("--config", type=Path, metavar="FILE", help="YAML, section router:")
     routes.set_defaults(handler=_routes_command)
 

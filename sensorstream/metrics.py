@@ -386,6 +386,17 @@ class MetricFamilies:
         )
 
     @lazy_family
+    def router_control_bad_messages(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_router_control_bad_messages",
+            "Routing control messages this router could not take, by reason: undecodable "
+            "(not a routing version; dead-lettered) or refused (a version that does not "
+            "compile here, or cannot switch in live).",
+            ["reason"],
+            registry=registry,
+        )
+
+    @lazy_family
     def sink_buffered(registry: CollectorRegistry) -> Gauge:
         return Gauge(
             "sensorstream_sink_buffered_records",

@@ -30,6 +30,7 @@ from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics, internal_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
+from stream_apps.control_faults import ControlFaults
 from stream_apps.expired import ExpiredReporter
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.outputs import OutputEncoders
@@ -186,6 +187,14 @@ class RouterApp:
         self.control.ensure_topic()
         fields = known_fields(self.registry, READINGS)
         version = self.initial_version(fields)
+        control_log = self.control.read()
+        for offset, reason in control_log.bad:
+            log.warning(
+                "routing control topic %s, offset %d: %s; skipped, as every reader does",
+                self.control.topic,
+                offset,
+                reason,
+            )
         routing = compile_version(version, fields, s.control_topic)
         active = ActiveRouting(version.version, routing)
         self.metrics.follow_routing_version(lambda: active.version)
@@ -229,6 +238,8 @@ class RouterApp:
         sdf = sdf.update(route_input, metadata=True)
         sdf.filter(_never).sink(_CheckpointBoundary(active))
 
+        faults = ControlFaults(self.kafka_config, config.dead_letter_topic, self.metrics)
+
         def on_version(version: RoutingVersion) -> None:
             try:
                 fields = known_fields(self.registry, config.input)
@@ -240,6 +251,7 @@ class RouterApp:
                     active.version,
                     exc,
                 )
+                faults.refused()
                 return
             refusal = live_switch_refusal(routing, compiled)
             if refusal is not None:
@@ -250,6 +262,7 @@ class RouterApp:
                     refusal,
                     active.version,
                 )
+                faults.refused()
                 return
             log.info(
                 "routing version %d (%s by %s) staged for the next checkpoint",
@@ -259,7 +272,13 @@ class RouterApp:
             )
             active.stage(version.version, compiled)
 
-        self.watcher = ControlWatcher(self.control, version.version, on_version)
+        self.watcher = ControlWatcher(
+            self.control,
+            version.version,
+            on_version,
+            faults.bad_message,
+            report_from=control_log.end,
+        )
         self.app, self.router = app, router
         log.info(
             "routing %s with version %d (%d routes), %s",

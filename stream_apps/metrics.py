@@ -19,7 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import quixstreams
 
@@ -58,6 +58,11 @@ class RouterMetrics:
         # Registered now, so the first scrape lists every router family (per-route children
         # come with the routes' first records).
         _ = (families.router_routing_version, families.records_out, families.end_to_end_latency)
+        # At 0 from the start, so an alert on their increase sees the first bad message.
+        self._control_bad = {
+            reason: families.router_control_bad_messages.labels(reason)
+            for reason in ("undecodable", "refused")
+        }
         self._names: dict[bytes, str] = {}  # route header value -> route name
         self._lock = threading.Lock()
         self._reset()
@@ -113,6 +118,10 @@ class RouterMetrics:
         """Report `version()` (e.g. `lambda: active.version`) as the routing version in force,
         read at each scrape: a switch shows without a call at every switch."""
         self.families.router_routing_version.set_function(version)
+
+    def control_message_bad(self, reason: Literal["undecodable", "refused"]) -> None:
+        """A routing control message this router could not take (see the family's help)."""
+        self._control_bad[reason].inc()
 
     # -- per checkpoint ----------------------------------------------------------------------
 
