@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from tests.integration.test_producer import START, simulate
 from tests.integration.test_producer_bad_source import cli_environment
 from tests.producer_process import (
+    REPO,
     assert_each_once,
     produced_rows,
     running_producer,
@@ -129,3 +131,50 @@ def test_every_row_streams_once_as_the_writer_stops_and_starts(
         producer.wait(60)
     assert producer.returncode == 0, log.read_text()
     assert_each_once(produced_rows(kafka.bootstrap_servers, schema_registry.url, topic), rows)
+
+
+def test_a_drain_and_a_replaced_database_on_the_mount_with_the_writer_stopped(
+    kafka, schema_registry, unique, tmp_path, read_only_mount
+):
+    writable, mounted = read_only_mount
+    db = writable / "edge.db"
+    env = {
+        **cli_environment(kafka, schema_registry, unique),
+        "SENSORSTREAM_PRODUCER_SQLITE": str(mounted / "edge.db"),
+        "SENSORSTREAM_PRODUCER_ON_RECREATED": "restart",
+        "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
+    }
+    topic = env["SENSORSTREAM_PRODUCER_TOPIC"]
+    simulate(db, 300)
+    old_rows = source_rows(db)
+    assert companions(db) == set()
+    # The drain job (producer-drain.yaml): everything there now, then exit 0.
+    drained = subprocess.run(
+        [sys.executable, "-m", "sensorstream", "produce", "--once"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout.startswith("produced 300 rows"), drained.stdout
+    log = tmp_path / "producer.log"
+    with running_producer(env, log) as producer:
+        # A new database made elsewhere is moved in, and a writer starts appending to it.
+        simulate(tmp_path / "new.db", 200, seed=99, start=START + timedelta(days=1))
+        os.replace(tmp_path / "new.db", db)
+        simulate(db, 100, seed=100, start=START + timedelta(days=1, hours=1))
+        new_rows = source_rows(db)
+        assert len(new_rows) == 300
+        wait_for(
+            lambda: (
+                producer.poll() is not None
+                or set(produced_rows(kafka.bootstrap_servers, schema_registry.url, topic))
+                >= old_rows | new_rows
+            ),
+            "the new database streamed",
+        )
+        assert producer.poll() is None, log.read_text()
+    produced = produced_rows(kafka.bootstrap_servers, schema_registry.url, topic)
+    assert_each_once(produced, old_rows | new_rows)
