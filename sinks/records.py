@@ -22,6 +22,7 @@ from schemas.avro_arrow import concat_evolving, decode_bodies_at_once, decode_bo
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import HEADER_ERROR, HEADER_FAILED_AT, HEADER_STAGE
 from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
+from schemas.route_headers import routes_version
 from sinks.batch import BufferedRecords, SinkMessage
 from sinks.compatibility import conflicts
 from sinks.tables import TableTarget
@@ -43,6 +44,7 @@ class KafkaColumns:
     topics: pa.Array
     partitions: pa.Array
     offsets: pa.Array
+    routing_versions: pa.Array
 
     @classmethod
     def of(cls, records: BufferedRecords) -> KafkaColumns:
@@ -50,6 +52,7 @@ class KafkaColumns:
             pa.array(records.topics, pa.string()),
             pa.array(records.partitions, pa.int32()),
             pa.array(records.offsets, pa.int64()),
+            pa.array([routes_version(h) for h in records.headers], pa.int64()),
         )
 
     @classmethod
@@ -58,6 +61,7 @@ class KafkaColumns:
             pa.array([m.topic for m in messages], pa.string()),
             pa.array([m.partition for m in messages], pa.int32()),
             pa.array([m.offset for m in messages], pa.int64()),
+            pa.array([routes_version(m.headers) for m in messages], pa.int64()),
         )
 
     def take(self, rows: list[int] | None) -> KafkaColumns:
@@ -67,8 +71,8 @@ class KafkaColumns:
         indices = pa.array(rows, pa.int64())
         return KafkaColumns(*(column.take(indices) for column in self._arrays()))
 
-    def _arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
-        return self.topics, self.partitions, self.offsets
+    def _arrays(self) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+        return self.topics, self.partitions, self.offsets, self.routing_versions
 
 
 def _metadata(
@@ -82,6 +86,7 @@ def _metadata(
         "_kafka_offset": kafka.offsets,
         "_schema_id": pa.repeat(pa.scalar(schema_id, pa.int32()), n),
         "_route": pa.repeat(pa.scalar(route, pa.string()), n),
+        "_routing_version": kafka.routing_versions,
     }
     for name, column in columns.items():
         if name in table.column_names:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import DeadLetter
 from schemas.registry import IncompatibleSchema
+from schemas.route_headers import HEADER_ROUTE, HEADER_ROUTES_VERSION
 from schemas.value_schema import missing_provenance
 from sensorstream.failpoints import failpoint
 from stream_apps.outputs import OutputEncoders
@@ -26,8 +27,6 @@ from stream_apps.routing.config import CompiledRouting
 log = logging.getLogger("sensorstream.router")
 
 STAGE = "router"
-HEADER_ROUTE = "sensorstream.route"
-HEADER_ROUTES_VERSION = "sensorstream.routes_version"
 
 
 class Outgoing(NamedTuple):

@@ -125,3 +125,20 @@ def test_at_once_is_all_or_nothing_and_equals_the_checked_path(monkeypatch) -> N
         broken = [damage.get(i, v) for i, v in enumerate(values)]
         assert decode_bodies_at_once(schema, broken, prefix=header) is None, damage
     assert decode_bodies_at_once(schema, [], prefix=header) is None
+
+
+def test_each_row_carries_the_routing_version_that_routed_it() -> None:
+    """The router's header becomes `_routing_version`, so the audit can tell from the lake
+    alone which routes a row belongs to; a record without it (not routed) has null."""
+    values = good_values(4)
+    records = batch(values)
+    records.headers = [
+        [("sensorstream.route", b"raw"), ("sensorstream.routes_version", b"3")],
+        [("sensorstream.routes_version", b"4")],
+        None,
+        [("other", b"x")],
+    ]
+    target = target_for(TOPIC, SinkSettings(topics=[TOPIC], topic_prefix="sensors."), "/lake")
+    table, dead = decode_readings(target, records, Registry({7: curated_schema()}), NOW).fit()
+    assert dead == []
+    assert table.column("_routing_version").to_pylist() == [3, 4, None, None]
