@@ -4,6 +4,7 @@ really passes our `stats_cb` through and commits through the wrapped checkpoint.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -116,11 +117,27 @@ def test_router_metrics_through_a_real_quixstreams_application(kafka, unique, tm
 
     sdf = app.dataframe(app.topic(source, key_deserializer="bytes", value_deserializer="bytes"))
     sdf.apply(route).to_topic(app.topic(target, key_serializer="bytes", value_serializer="bytes"))
-    app.run(timeout=4, collect=False)
+
+    # Run until the 40 records are routed and the lag seen at 0, not for a fixed idle time:
+    # a loaded machine may pause longer than any short timer between polls.
+    def drained() -> bool:
+        routed = samples(families).get(("sensorstream_records_out_total", out), 0)
+        return routed == 40 and lags(families, "router") == {(source, "0"): 0, (source, "1"): 0}
+
+    def stop_when_drained() -> None:
+        deadline = time.monotonic() + 120
+        while not drained() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        app.stop()
+
+    out = frozenset({("stage", "router"), ("route", "raw")})
+    watcher = threading.Thread(target=stop_when_drained, daemon=True)
+    watcher.start()
+    app.run(collect=False)
+    watcher.join(60)
 
     got = samples(families)
     assert got[("sensorstream_records_in_total", frozenset({("stage", "router")}))] == 40
-    out = frozenset({("stage", "router"), ("route", "raw")})
     assert got[("sensorstream_records_out_total", out)] == 40
     assert got[("sensorstream_end_to_end_latency_seconds_count", out)] == 40
     commits = got[("sensorstream_commit_duration_seconds_count", frozenset({("stage", "router")}))]

@@ -44,7 +44,7 @@ GOOD: dict[str, Any] = {
     "location": "hall-3",
 }
 GOOD_TIME = datetime(2024, 5, 1, 12, tzinfo=UTC)
-RUN_DEADLINE_S = 60  # a run that has not finished by then is stuck retrying: fail, do not hang
+RUN_DEADLINE_S = 180  # a run that has not finished by then is stuck retrying: fail, do not hang
 
 
 class Sql(str):

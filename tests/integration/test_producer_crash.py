@@ -11,11 +11,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
 from infra.local_stack.kafka import KafkaServer as LocalKafka
 from infra.local_stack.settings import StackSettings
+from infra.local_stack.sqlite_probe import max_rowid
 from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, run_simulator
 from producers.tailer import EdgeTailer
@@ -110,6 +112,8 @@ def test_random_kill_9_while_the_sensor_writes(kafka, schema_registry, produce_e
             victim.send_signal(signal.SIGKILL)
             victim.communicate(timeout=30)
             assert victim.returncode == -signal.SIGKILL
+        # Enough rows that the kills fell among rows in flight, however slow the machine.
+        wait_until(lambda: max_rowid(Path(db)) > 5000)
     finally:
         stop_writer.set()
         writer.join(30)
@@ -118,6 +122,13 @@ def test_random_kill_9_while_the_sensor_writes(kafka, schema_registry, produce_e
     assert len(rows) > 5000
     records = topic_records(kafka, schema_registry, produce_env["SENSORSTREAM_PRODUCER_TOPIC"])
     assert_exactly_once(records, rows)
+
+
+def wait_until(condition, deadline_s: float = 180) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -175,12 +186,15 @@ def test_broker_restart_during_production(private_kafka, schema_registry, tmp_pa
     writer.start()
     runner.start()
     try:
-        time.sleep(3)
+        wait_until(lambda: tailer.checkpoint is not None and tailer.checkpoint.rowid > 10)
         private_kafka.process.stop()
-        time.sleep(8)  # the sensor keeps writing; SQLite is the buffer
+        # The sensor keeps writing; SQLite is the buffer: 10,000 rows of it, however slowly.
+        wait_until(lambda: tailer._backlog() > 10_000)
         backlog_while_down = tailer._backlog()
+        down_at = max_rowid(db)
         private_kafka.start()
-        time.sleep(2)
+        # The producer is back to streaming while the sensor still writes.
+        wait_until(lambda: tailer.checkpoint.rowid > down_at)
     finally:
         stop_writer.set()
         writer.join(30)

@@ -49,7 +49,7 @@ def test_records_committed_behind_an_open_transaction_are_read(kafka, unique, ou
     finisher = threading.Timer(1.5, finish_other)
     finisher.start()
     try:
-        values = [m.value() for m in read_to_end(config, topic, timeout=30)]
+        values = [m.value() for m in read_to_end(config, topic, timeout=120)]
     finally:
         finisher.join()
 

@@ -183,7 +183,7 @@ class SinkThread:
         self.sink.stop.set()
         return self.join(timeout)
 
-    def join(self, timeout: float = 30) -> SinkResult:
+    def join(self, timeout: float = 120) -> SinkResult:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"{self.thread.name} did not stop in {timeout}s"
         if self.error is not None:
@@ -251,21 +251,21 @@ def test_two_instances_through_rebalances_land_each_record_once(
         feeder = Feeder(topics, "raw", total, 4)
         feeder.allow(6_000)
         first = SinkThread(DeltaSink(settings, connection, stop(stops)), "sink-1").start()
-        wait_for(lambda: first.rows >= 2_000, "instance 1 to land 2000 rows", 30)
+        wait_for(lambda: first.rows >= 2_000, "instance 1 to land 2000 rows", 120)
 
         # Instance 2 joins while records keep coming: instance 1 is revoked mid-stream.
         feeder.allow(10_000)
         second = SinkThread(DeltaSink(settings, connection, stop(stops)), "sink-2").start()
-        wait_for(lambda: len(second.assignments) >= 1, "instance 2 to be assigned", 30)
+        wait_for(lambda: len(second.assignments) >= 1, "instance 2 to be assigned", 120)
         feeder.allow(14_000)  # records for instance 2's own partitions
-        wait_for(lambda: second.rows > 0, "instance 2 to land rows", 30)
+        wait_for(lambda: second.rows > 0, "instance 2 to land rows", 120)
 
         # Instance 1 leaves mid-stream; instance 2 takes over all partitions and finishes.
         feeder.allow(total)
         first_result = first.finish()
-        feeder.join(30)
+        feeder.join(120)
         wait_for(
-            lambda: table_count(table_uri, options) >= total, "every record in the table", 30, 0.5
+            lambda: table_count(table_uri, options) >= total, "every record in the table", 120, 0.5
         )
         second_result = second.finish()
     finally:
@@ -342,7 +342,7 @@ def test_two_processes_append_to_one_s3_table_without_losing_a_commit(
         )
         for side, u in sides.items()
     }
-    outputs = {side: p.communicate(timeout=50) for side, p in procs.items()}
+    outputs = {side: p.communicate(timeout=180) for side, p in procs.items()}
 
     commits = {}
     for side, proc in procs.items():
@@ -410,7 +410,7 @@ def test_unreachable_s3_fails_loudly_and_commits_no_offset(
         DeltaSink(settings, nowhere).run()
     elapsed = time.monotonic() - started
     assert f"{lake_uri}/raw" in str(failure.value) and "unreachable" in str(failure.value)
-    assert 5 <= elapsed < 40, elapsed
+    assert 5 <= elapsed < 170, elapsed  # the 5 s budget, then loudly: not a hang
     # Not one offset moved past what the table holds.
     assert committed_offsets(kafka.bootstrap_servers, settings.consumer_group, topic, 2) == landed
 
@@ -569,16 +569,16 @@ def test_s3_cut_for_seconds_mid_run_is_retried_and_lands_each_record_once(
         )
         caplog.set_level("WARNING", logger="sensorstream.sink")
         sink = SinkThread(DeltaSink(settings, connection, threading.Event()), "sink").start()
-        wait_for(lambda: sink.commits >= 3 or not sink.thread.is_alive(), "3 commits", 30)
+        wait_for(lambda: sink.commits >= 3 or not sink.thread.is_alive(), "3 commits", 120)
         assert sink.thread.is_alive(), "the sink finished before the cut"
         proxy.cut()
         # Down for at least 4 s, and until the sink's own retries (not only the object store
         # client's quick reconnects inside one attempt) have met the outage.
         time.sleep(4)
-        wait_for(lambda: retries(caplog), "the sink to retry", 30)
+        wait_for(lambda: retries(caplog), "the sink to retry", 120)
         committed_during_cut = sink.commits
         proxy.restore()
-        result = sink.join(40)
+        result = sink.join(120)
     finally:
         proxy.close()
 
@@ -619,7 +619,7 @@ def test_s3_that_stops_answering_fails_the_sink_within_the_retry_budget(
             update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"}
         )
         sink = SinkThread(DeltaSink(settings, proxied, threading.Event()), "sink").start()
-        wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 30)
+        wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 120)
         assert sink.thread.is_alive(), "the sink finished before the stall"
         proxy.stall()
         stalled = time.monotonic()
@@ -673,9 +673,9 @@ def test_a_commit_whose_response_is_lost_is_not_repeated(
             unique, poll_batch=200, defaults=TableSettings(max_rows=200, max_latency_s=1.0)
         )
         sink = SinkThread(DeltaSink(settings, connection, threading.Event()), "sink").start()
-        wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 30)
+        wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 120)
         proxy.lose_next_commit_response()
-        result = sink.join(40)
+        result = sink.join(120)
     finally:
         proxy.close()
 

@@ -61,7 +61,11 @@ def test_recycled_pid_is_not_mistaken_for_ours(tmp_path):
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
     proc = ManagedProcess("stubborn", tmp_path / "run", tmp_path / "logs")
     pid = proc.start(["sh", "-c", "trap '' TERM; echo ready; sleep 60 & wait"], cwd=tmp_path)
-    time.sleep(0.3)
+    # SIGTERM before the trap is set would kill it outright and prove nothing: wait for it.
+    deadline = time.monotonic() + 120
+    while b"ready" not in proc.log_file.read_bytes():
+        assert time.monotonic() < deadline, "the child never set its trap"
+        time.sleep(0.05)
     proc.stop(timeout=0.5)
     assert not alive(pid)
 
