@@ -12,6 +12,7 @@ exists. When a `databricks` binary is on PATH, the CLI itself validates every ta
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -163,6 +164,49 @@ def test_schedules_have_a_valid_pause_status_in_every_target() -> None:
                 for ref in REFERENCE.findall(value):
                     resolved = resolved.replace(f"${{{ref}}}", str(values[ref.split(".", 1)[1]]))
                 assert resolved in PAUSE_STATUSES, f"{path.name} {where} in {name}: {resolved}"
+
+
+def clean_checkout_files() -> list[str]:
+    """The bundle's files as a fresh clone has them (nothing built, no caches)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", "."],
+        cwd=BUNDLE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [name for name in listed.split("\0") if name]
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """gitignore-style: a pattern without a slash matches a name at any depth, a directory
+    pattern everything under it."""
+    pattern = pattern.lstrip("!").removeprefix("**/").rstrip("/")
+    parts = Path(name).parts
+    candidates = [
+        "/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, 1 + len(parts))
+    ]
+    return any(fnmatch.fnmatch(c, pattern) for c in candidates)
+
+
+def test_sync_patterns_match_files_of_a_clean_checkout() -> None:
+    """`bundle validate` warns "Pattern X does not match any files" for a sync include or
+    exclude that matches nothing, and `--strict` makes that an error: an exclude of build
+    output (dist, __pycache__) fails a fresh clone. Build output is kept out of the sync by
+    .gitignore, which the CLI honours."""
+    files = clean_checkout_files()
+    assert "databricks.yml" in files
+    sync = bundle().get("sync") or {}
+    for key in ("include", "exclude"):
+        for pattern in sync.get(key) or []:
+            assert any(_matches(pattern, f) for f in files), (
+                f"databricks.yml sync.{key} {pattern!r} matches no file of a clean checkout"
+            )
+
+
+def test_build_output_stays_out_of_the_sync() -> None:
+    ignored = (BUNDLE_DIR / ".gitignore").read_text(encoding="utf-8").split()
+    assert {"dist/", "__pycache__/", ".databricks/"} <= set(ignored)
 
 
 # -- the CLI itself, where it is installed -------------------------------------------------------
