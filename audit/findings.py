@@ -103,7 +103,9 @@ class AuditReport:
     dead_letters: list[DeadLetterCount] = field(default_factory=list)
     unreadable_checkpoints: list[str] = field(default_factory=list)
     unidentified: dict[str, int] = field(default_factory=dict)  # table -> rows lacking provenance
-    edge: list[object] = field(default_factory=list)  # row-level findings (audit.edge)
+    edge: list[object] = field(default_factory=list)  # row-level findings (audit.edge), a sample
+    edge_count: int = 0  # row-level findings in all
+    edge_tallies: list[object] = field(default_factory=list)
     checkpoints_read: bool = True
 
     @property
@@ -114,7 +116,7 @@ class AuditReport:
             + sum(1 for t in self.tallies if t.problems)
             + len(self.unreadable_checkpoints)
             + sum(self.unidentified.values())
-            + len(self.edge)
+            + self.edge_count
         )
 
     @property

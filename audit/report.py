@@ -57,8 +57,18 @@ def print_summary(report: AuditReport, out: IO[str]) -> None:
             p(f"  {t.node_id}/{t.source_table}: " + "; ".join(t.problems))
             if t.missing_ranges:
                 p(f"    missing rowids: {_ranges(t.missing_ranges)}")
-    for edge in report.edge:
-        p(f"EDGE ROW: {edge}")
+    if report.edge_count:
+        p(f"EDGE ROWS NOT WHERE EXACTLY-ONCE PUTS THEM: {report.edge_count}")
+        for edge in report.edge:
+            p(f"  {edge}")
+    for t in report.edge_tallies:
+        p(
+            f"edge {t.node_id}/{t.source_table}: {t.source_rows:,} rows in the database, "
+            f"{t.checked:,} checked ({t.in_raw:,} in raw, {t.dead_lettered:,} dead-lettered), "
+            f"{t.not_yet_sent:,} not yet sent, {t.pruned_at_edge:,} pruned at the edge; routes "
+            f"checked for {t.route_checked:,} rows ({t.route_unknown_version:,} without a known "
+            "routing version)"
+        )
     p()
     nodes = len(report.tallies)
     sent = sum(t.rows_sent or 0 for t in report.tallies)

@@ -332,29 +332,81 @@ def _audit_command(args: argparse.Namespace) -> int:
     """Exit 0 when the lake is exact, 1 when the audit found discrepancies (each listed)."""
     from audit.lake import LakeNotFound
     from audit.report import print_json, print_summary
-    from audit.run import audit_lake
+    from audit.run import audit_lake, open_lake
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.topics import PRODUCER_CHECKPOINTS
 
+    if (args.sqlite is None) != (args.node_id is None):
+        raise ConfigError(
+            "audit: --sqlite and --node-id go together: the edge database and the node id its "
+            "producer streams under (the _node_id column of the lake)"
+        )
+    if args.table is not None and args.sqlite is None:
+        raise ConfigError("audit: --table names a table of the --sqlite database; give both")
     connection = load_settings(
         ConnectionSettings, config_file=args.config, overrides={"sensorstream_lake_uri": args.lake}
     )
     lake = connection.lake_uri
-    kafka = None if args.no_checkpoints else connection.kafka_client_config()
     try:
-        report = audit_lake(
-            lake,
-            connection.storage_options(),
-            kafka,
-            args.checkpoint_topic or PRODUCER_CHECKPOINTS,
-        )
+        tables = open_lake(lake, connection.storage_options())
     except LakeNotFound:
         raise ConfigError(
             f"audit: no lake at {lake}: give the lake's URI with --lake or "
             "SENSORSTREAM_LAKE_URI (a local path or s3://bucket/prefix)"
         ) from None
+    kafka = None if args.no_checkpoints else connection.kafka_client_config()
+    topic = args.checkpoint_topic or PRODUCER_CHECKPOINTS
+    report = audit_lake(lake, tables, kafka, topic)
+    if args.sqlite is not None:
+        from audit.edge import EdgeUsageError, audit_edge
+
+        routing = None if args.no_checkpoints else _routing_decisions(args, connection, tables)
+        try:
+            audit_edge(report, tables, args.sqlite, args.node_id, args.table, routing)
+        except EdgeUsageError as exc:
+            raise ConfigError(f"audit: {exc}") from None
     (print_json if args.json else print_summary)(report, sys.stdout)
     return report.exit_code
+
+
+def _routing_decisions(args: argparse.Namespace, connection, tables):
+    """Routing version -> what its rules decide for a record (the Delta tables it selects,
+    the routes that dead-letter it), from the routing control topic: for `audit --sqlite`."""
+    from sensorstream.settings import load_settings
+    from sensorstream.topics import internal_topics
+    from sinks.settings import SinkSettings
+    from sinks.tables import target_for
+    from stream_apps.control import RoutingControl
+    from stream_apps.routing.config import parse_routing
+    from stream_apps.settings import RouterSettings
+
+    router = load_settings(RouterSettings, config_file=args.config, section="router")
+    sink = load_settings(SinkSettings, config_file=args.config, section="sink")
+    control_topic = args.control_topic or router.control_topic
+    control = RoutingControl(connection.kafka_client_config(), control_topic)
+    versions = {v.version: v for v in control.history()}
+    # The record's fields: raw holds records unchanged (other tables add route fields).
+    fields = next((t.columns for t in tables if t.name == "raw"), set())
+    lake = connection.lake_uri
+
+    def decisions(version: int):
+        found = versions.get(version)
+        if found is None:
+            return None
+        compiled = parse_routing(
+            found.content, f"routing version {version}", fields, internal_topics(control_topic)
+        )
+        prefix = args.topic_prefix if args.topic_prefix is not None else sink.topic_prefix
+        settings = sink.model_copy(update={"topic_prefix": prefix})
+
+        def decide(record):
+            result = compiled.route(record)
+            selected = {target_for(o.topic, settings, lake).name for o in result.outputs}
+            return selected, {f.route: f.reason for f in result.dead_letters}
+
+        return decide
+
+    return decisions
 
 
 def _add_metrics_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -494,9 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
         "audit", help="prove exactly-once: reconcile what the edge sent with what the lake holds"
     )
     audit.add_argument("--lake", metavar="URI", help="the lake (default: SENSORSTREAM_LAKE_URI)")
+    audit.add_argument(
+        "--sqlite", type=Path, metavar="PATH", help="check every row of this edge db"
+    )
+    audit.add_argument("--node-id", metavar="ID", help="the node the --sqlite database belongs to")
+    audit.add_argument("--table", metavar="T", help="source table (default: every user table)")
     audit.add_argument("--json", action="store_true", help="the findings as JSON, for scripts")
     audit.add_argument(
         "--checkpoint-topic", metavar="TOPIC", help="producers' checkpoints (default: the usual)"
+    )
+    audit.add_argument(
+        "--control-topic", metavar="TOPIC", help="routing versions, for --sqlite (default: usual)"
+    )
+    audit.add_argument(
+        "--topic-prefix", metavar="P", help="routed topics' prefix, for --sqlite (default: sink's)"
     )
     audit.add_argument(
         "--no-checkpoints",

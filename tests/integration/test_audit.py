@@ -105,7 +105,7 @@ def test_the_audit_names_each_planted_discrepancy(
     run_pipeline(tmp_path, connection, unique)
 
     code, clean = audit(monkeypatch, capsys, connection, lake, unique)
-    assert code == 0, clean
+    assert code == 0, (clean["edge"], clean["edge_tallies"])
     assert clean["exact"] and clean["discrepancies"] == 0
     tallies = {t["node_id"]: t for t in clean["tallies"]}
     assert set(tallies) == set(NODES)
@@ -165,6 +165,55 @@ def test_the_audit_names_each_planted_discrepancy(
     )
     assert "edge-b/sensor_readings: 1 rows sent but neither" in text
     assert "missing rowids: 4" in text
+
+
+def test_every_edge_row_is_in_raw_once_or_dead_lettered_and_in_the_tables_its_routes_select(
+    kafka, schema_registry, connection, tmp_path, unique, monkeypatch, capsys
+):
+    lake = connection.sensorstream_lake_uri
+    run_pipeline(tmp_path, connection, unique)
+    db = tmp_path / "edge-a.db"
+    add_bad_row(db)  # written after the producer ran: not yet sent, not a finding
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", connection.kafka_bootstrap_servers)
+    edge = ["--sqlite", str(db), "--node-id", "edge-a", "--control-topic", f"t.{unique}.control"]
+    edge += ["--topic-prefix", f"t.{unique}.", "--checkpoint-topic", f"t.{unique}.ckpt", "--json"]
+
+    def run() -> tuple[int, dict]:
+        capsys.readouterr()
+        code = main(["audit", "--lake", lake, *edge])
+        captured = capsys.readouterr()
+        assert captured.out, (code, captured.err)
+        return code, json.loads(captured.out)
+
+    code, clean = run()
+    assert code == 0, (clean["edge"], clean["edge_tallies"])
+    [tally] = clean["edge_tallies"]
+    assert (tally["source_rows"], tally["checked"], tally["not_yet_sent"]) == (8, 7, 1)
+    assert (tally["in_raw"], tally["dead_lettered"]) == (6, 1)
+    assert tally["dead_letter_reasons"] == {"temperature": 1}
+    assert (tally["route_checked"], tally["route_unknown_version"]) == (6, 0)
+    assert tally["route_dead_letters"] == {"schematized": 1}  # out_of_range
+
+    # rowid 2 gone from raw; rowid 3 ("hot") gone from emergency; rowid 1 ("normal") planted
+    # in emergency, whose rules do not select it.
+    DeltaTable(f"{lake}/raw").delete("_node_id = 'edge-a' AND _source_rowid = 2")
+    emergency = DeltaTable(f"{lake}/emergency")
+    emergency.delete("_node_id = 'edge-a' AND _source_rowid = 3")
+    hot = DeltaTable(f"{lake}/raw").to_pyarrow_table()
+    normal = hot.filter(
+        pc.and_(pc.equal(hot["_node_id"], "edge-a"), pc.equal(hot["_source_rowid"], 1))
+    )
+    normal = normal.select(
+        [c for c in normal.column_names if c in emergency.schema().to_arrow().names]
+    )
+    write_deltalake(f"{lake}/emergency", normal, mode="append", schema_mode="merge")
+
+    code, found = run()
+    assert code == 1
+    problems = {(r["rowid"], r["problem"]) for r in found["edge"]}
+    assert (2, "missing: neither in raw nor in the dead letters") in problems
+    assert (3, "missing from emergency, which routing version 1 selects it for") in problems
+    assert (1, "in emergency, which routing version 1 does not select it for") in problems
 
 
 def test_a_lake_that_is_not_there_is_bad_usage(tmp_path, capsys):
