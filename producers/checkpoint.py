@@ -61,6 +61,9 @@ class Checkpoint:
     row_identity: str | None = None  # `row_identity` of the row at `rowid`
     renamed_from: str | None = None  # the node id whose checkpoint this one continues
     moved_to: str | None = None  # set on a renamed node's last checkpoint: its new node id
+    # The row's event time and key without its rowid: finds it again after VACUUM moved it
+    # (producers.rowid_guard). None in checkpoints written before it was kept.
+    row_content: str | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps({"format": CHECKPOINT_FORMAT, **asdict(self)}).encode()

@@ -64,6 +64,12 @@ class ProducerSettings(LayeredSettings):
         description="a node id whose last produced row this database holds by coincidence: "
         "it is not that node's database (starting would otherwise be refused)",
     )
+    on_rowid_reuse: Literal["fail", "prune"] = Field(
+        "fail",
+        description="when rowids at or below the checkpoint name other rows (deleted rows' "
+        "rowids handed out again, VACUUM renumbering): stop with an error, or (prune, for "
+        "applications that delete rows once streamed, oldest first) stream the new rows once",
+    )
     busy_timeout_s: float = Field(
         10.0,
         gt=0,

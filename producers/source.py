@@ -396,7 +396,7 @@ class SQLiteSource:
     def row_at(self, rowid: int) -> tuple | None:
         names = ", ".join(quote_identifier(c.name) for c in self.columns)
         sql = f"SELECT _rowid_, {names} FROM {quote_identifier(self.table)} WHERE _rowid_ = ?"
-        rows = self._read(sql, (rowid,))
+        rows = self._read(sql, (rowid,), schema_bound=True)
         return rows[0] if rows else None
 
     def max_rowid(self) -> int:

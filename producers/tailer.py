@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from producers import identity
 from producers.checkpoint import Checkpoint, CheckpointStore
 from producers.metrics import ProducerMetrics
+from producers.rowid_guard import RowidGuard, RowidsMoved
 from producers.settings import ProducerSettings
 from producers.source import SchemaChanged, SQLiteSource
 from producers.status import TailerStatus
@@ -105,6 +106,7 @@ class EdgeTailer:
             settings.timestamp_col,
             busy_timeout_s=settings.busy_timeout_s,
         )
+        self.guard = RowidGuard(self.source, settings.on_rowid_reuse, KEY_FIELD, settings.node_id)
         # Every client (admin, checkpoint reader, producer) logs through the throttled logger:
         # without it librdkafka writes each failed connection attempt straight to stderr.
         self.kafka_config = {**connection.kafka_client_config(), "logger": kafka_logger()}
@@ -135,6 +137,7 @@ class EdgeTailer:
             self.settings.node_id,
             self.region,
         )
+        self.guard.announce()
         self.metrics.tailing(self.settings.node_id, self.region, self.source.table)
         try:
             self._until_done(self._connect)
@@ -265,21 +268,10 @@ class EdgeTailer:
                 self.source.table,
             )
             return Checkpoint.initial(s.node_id, self.source.table, db)
-        newest = self.source.max_rowid()
-        problem = None
-        if newest < checkpoint.rowid:
-            problem = (
-                f"its rowids went backwards: the checkpoint is at rowid {checkpoint.rowid}, "
-                f"the table now ends at rowid {newest}"
-            )
-        elif checkpoint.row_fingerprint is not None:
-            row = self.source.row_at(checkpoint.rowid)
-            if row is not None and self._marks(row).fingerprint != checkpoint.row_fingerprint:
-                problem = (
-                    f"the row at the checkpoint's rowid {checkpoint.rowid} is not the row that "
-                    "was produced there"
-                )
-        if problem is None:
+        verdict = self.guard.examine(checkpoint)
+        # Rowids that may be reused or renumbered: prune mode reads on from the verdict; the
+        # same database having been recreated is then only one explanation of two.
+        if verdict.problem is None or (s.on_rowid_reuse == "prune" and not verdict.replaced):
             log.info(
                 "resuming node %s table %s after rowid %d (%d rows produced before)",
                 s.node_id,
@@ -288,7 +280,12 @@ class EdgeTailer:
                 checkpoint.rows_total,
             )
             return checkpoint
-        message = f"{db}: table {self.source.table} was recreated: {problem}."
+        if not verdict.replaced and s.on_recreated == "fail":
+            raise RowidsMoved(self.guard.stop_message(checkpoint, verdict))
+        message = (
+            f"{db}: table {self.source.table} was recreated: the checkpoint is at rowid "
+            f"{checkpoint.rowid}, but {verdict.problem}."
+        )
         if s.on_recreated == "fail":
             raise SourceRecreated(
                 f"{message} Nothing was produced. If this is a new database whose rows should "
@@ -414,7 +411,7 @@ class EdgeTailer:
                 self._until_done(self._prepare_schema)
             started = time.monotonic()
             try:
-                rows = self.source.rows_after(self.checkpoint.rowid, s.chunk_rows)
+                rows = self.guard.rows_after(self.checkpoint, s.chunk_rows)
             except SchemaChanged:
                 continue  # a column went between the refresh and the read: refresh again
             if not rows:
@@ -455,6 +452,7 @@ class EdgeTailer:
         )
         if not self._reopen_source(change):
             return True  # stopping
+        self.guard.announce()  # what the new file's rowids promise
         if self.source.table != table:
             raise SourceRecreated(
                 f"{self.settings.sqlite}: the database was {change} by one with table "
@@ -529,6 +527,7 @@ class EdgeTailer:
                 committed_at=time.time(),
                 row_identity=marks.identity,
                 renamed_from=self.checkpoint.renamed_from,
+                row_content=self.guard.content(last),
             )
             self.store.stage(producer, checkpoint)
             # commit_transaction() would flush too; flushing first puts the records in the log

@@ -127,6 +127,7 @@ def _produce_command(args: argparse.Namespace) -> int:
             "on_recreated": args.on_recreated,
             "renamed_from": args.renamed_from,
             "distinct_from": args.distinct_from,
+            "on_rowid_reuse": args.on_rowid_reuse,
             "once": True if args.once else None,
             **_metrics_overrides(args),
         },
@@ -485,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--distinct-from",
         metavar="ID",
         help="this database is not node ID's, though it holds a row ID produced",
+    )
+    produce.add_argument(
+        "--on-rowid-reuse",
+        choices=["fail", "prune"],
+        help="rowids at or below the checkpoint taken by other rows (deleted rows' rowids "
+        "reused, VACUUM): stop with an error (default), or, for applications that delete "
+        "streamed rows oldest first, stream the new rows once",
     )
     produce.add_argument("--once", action="store_true", help="produce what is there, then exit")
     _add_metrics_flags(produce, PRODUCER_METRICS_PORT)
