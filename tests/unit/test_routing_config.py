@@ -5,43 +5,17 @@ from __future__ import annotations
 import hashlib
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from schemas.value_schema import PROVENANCE_FIELDS, curated_schema
 from sensorstream.errors import ConfigError
 from stream_apps.routing.config import (
-    CompiledRouting,
     RoutingConfig,
     content_hash,
     load_routing,
     parse_routing,
 )
-
-DEFAULT_ROUTES = Path(__file__).resolve().parents[2] / "stream_apps" / "routes.yaml"
-
-
-def input_schema() -> dict[str, Any]:
-    """The curated reading schema with the provenance fields (appended when missing)."""
-    schema = curated_schema()
-    present = {field["name"] for field in schema["fields"]}
-    schema["fields"] += [dict(f) for f in PROVENANCE_FIELDS if f["name"] not in present]
-    return schema
-
-
-FIELDS = frozenset(field["name"] for field in input_schema()["fields"])
-
-
-def compile_text(text: str, source: str = "routes.yaml") -> CompiledRouting:
-    return parse_routing(textwrap.dedent(text), source, FIELDS)
-
-
-def config_error(text: str, source: str = "routes.yaml") -> str:
-    with pytest.raises(ConfigError) as info:
-        compile_text(text, source)
-    return str(info.value)
-
+from tests.routing_files import DEFAULT_ROUTES, FIELDS, compile_text, config_error
 
 # ---- the default file -----------------------------------------------------------------------
 

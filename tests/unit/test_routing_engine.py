@@ -14,7 +14,7 @@ import pytest
 
 from stream_apps.routing.config import CompiledRouting, load_routing, parse_routing
 from stream_apps.routing.engine import RoutingResult
-from tests.unit.test_routing_config import DEFAULT_ROUTES, FIELDS, input_schema
+from tests.routing_files import DEFAULT_ROUTES, FIELDS, input_schema
 
 INPUT_SCHEMA = input_schema()
 PARSED_INPUT = fastavro.parse_schema(copy.deepcopy(INPUT_SCHEMA))

@@ -5,24 +5,10 @@ goes to the dead-letter topic for that route, naming why."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from sensorstream.errors import ConfigError
 from sensorstream.topics import internal_topics
-from stream_apps.routing.config import CompiledRouting, parse_routing
-from tests.unit.test_routing_config import FIELDS
-
-
-def compile_text(text: str, **kwargs) -> CompiledRouting:
-    return parse_routing(textwrap.dedent(text), "routes.yaml", FIELDS, **kwargs)
-
-
-def refusal(text: str, **kwargs) -> str:
-    with pytest.raises(ConfigError) as info:
-        compile_text(text, **kwargs)
-    return str(info.value)
+from tests.routing_files import compile_text, config_error
 
 
 def one_route(topic: str) -> str:
@@ -56,7 +42,7 @@ def one_route(topic: str) -> str:
 def test_a_route_into_the_input_the_dlq_or_an_internal_topic_is_refused(
     topic: str, why: str
 ) -> None:
-    message = refusal(one_route(topic))
+    message = config_error(one_route(topic))
     assert message.startswith(f"routes.yaml, line 7, route 'out', key 'topic': {why}"), message
     assert "a route cannot write there" in message
 
@@ -64,11 +50,11 @@ def test_a_route_into_the_input_the_dlq_or_an_internal_topic_is_refused(
 def test_the_routers_own_control_topic_is_internal() -> None:
     text = one_route("ops.routing")
     assert compile_text(text).routes[0].topic.literal == "ops.routing"
-    message = refusal(text, internal=internal_topics("ops.routing"))
+    message = config_error(text, internal=internal_topics("ops.routing"))
     assert "'ops.routing' is the routing control topic" in message
     # The default control topic stays internal for a router with a control topic of its own
     # (a replay router must not write into the shared one).
-    message = refusal(one_route("sensors.routing.control"), internal=internal_topics("ops.r"))
+    message = config_error(one_route("sensors.routing.control"), internal=internal_topics("ops.r"))
     assert "is the routing control topic" in message
 
 
@@ -82,13 +68,13 @@ def test_the_routers_own_control_topic_is_internal() -> None:
 )
 def test_input_and_dlq_cannot_be_internal_topics(key: str, value: str, why: str) -> None:
     text = one_route("sensors.raw").replace(f"{key}: ", f"{key}: {value} #", 1)
-    message = refusal(text)
+    message = config_error(text)
     assert message.startswith("routes.yaml, line ") and f", key '{key}': '{value}' " in message
     assert why in message
 
 
 def test_two_routes_to_one_topic_are_refused() -> None:
-    message = refusal(
+    message = config_error(
         """
         version: 1
         routes:
@@ -121,7 +107,7 @@ def test_two_routes_to_one_topic_are_refused() -> None:
 def test_two_templates_that_can_render_one_topic_are_refused(
     first: str, second: str, example: str
 ) -> None:
-    message = refusal(
+    message = config_error(
         f"""
         version: 1
         routes:
