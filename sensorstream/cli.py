@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -519,10 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     routes.set_defaults(handler=_routes_command)
 
     sink = sub.add_parser("sink", help="land routed topics in Delta tables, exactly once")
-    sink.add_argument("--once", action="store_true", help="land what is there, then exit")
+    sink.add_argument(
+        "--once",
+        action="store_true",
+        help="land what is there when it starts (each partition up to its end at "
+        "assignment), then exit",
+    )
     _add_metrics_flags(sink, SINK_METRICS_PORT)
     sink.add_argument("--config", type=Path, metavar="FILE", help="YAML, section sink:")
-    sink.set_defaults(handler=_sink_command)
+    sink.set_defaults(handler=_sink_command, hard_exit=True)
 
     compact = sub.add_parser("compact", help="merge a Delta table's small files")
     compact.add_argument("table_uri", metavar="TABLE_URI", help="local path or s3://bucket/path")
@@ -600,13 +607,39 @@ def _check_config_file(path: Path) -> None:
     )
 
 
+def _hard_exit(code: int) -> None:
+    """End the process with `code` once the logs and output are out, skipping interpreter
+    teardown.
+
+    A sink that failed after its object-store retry budget leaves the abandoned attempt on a
+    daemon thread inside deltalake's native code, and deltalake's runtime can abort the
+    interpreter at exit after reading tables over S3 (delta-rs issue 2184): either turned
+    the sink's exit 1 (or 0) into a crash (SIGSEGV, exit 139; SIGABRT, exit 134) whose code
+    no longer says what happened. Everything the command owns is closed by then.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. Called as the program (no `argv`: the console script
+    or `python -m sensorstream`), a command that holds native threads (`sink`) ends the
+    process itself (`_hard_exit`); called with `argv` (in-process), it returns."""
     from sensorstream.logs import silence_known_warnings
 
     silence_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    code = _run(handler, args)
+    if argv is None and getattr(args, "hard_exit", False):
+        _hard_exit(code)
+    return code
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         if getattr(args, "config", None) is not None:
             _check_config_file(args.config)

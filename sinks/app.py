@@ -22,6 +22,7 @@ committed offsets and step 1 skips what had landed.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import defaultdict
@@ -42,6 +43,7 @@ from confluent_kafka import (
 
 from schemas.avro_codec import AvroDecoder
 from schemas.registry import SchemaRegistry
+from sensorstream.end_offsets import EndOffsets
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
@@ -127,6 +129,8 @@ class DeltaSink:
         self.dead_letters = 0
         self._rebalance_error: BaseException | None = None
         self._fatal_errors: list[float] = []
+        self._ends = EndOffsets()
+        """With `once`: each partition's end when it was assigned, and how far it was read."""
 
     def buffered_rows(self) -> int:
         """Records held in memory: buffered, plus the batches being written."""
@@ -222,6 +226,8 @@ class DeltaSink:
         if gaps:
             self._record_expired(gaps)
         consumer.assign(partitions)
+        if self.settings.once:
+            self._ends.assigned(consumer, partitions)
         log.info(
             "assigned %s", ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in partitions)
         )
@@ -251,6 +257,7 @@ class DeltaSink:
         for batch in self._batches.values():
             batch.drop_partitions(revoked)
         self._assigned -= revoked
+        self._ends.revoked(partitions)
         consumer.unassign()
 
     # -- the loop --------------------------------------------------------------------------
@@ -280,6 +287,8 @@ class DeltaSink:
 
     def _subscribe(self) -> Consumer:
         consumer = self.consumer = self._consumer()
+        if self.settings.once:
+            self._check_topics(consumer)
         consumer.subscribe(
             self.settings.topics,
             on_assign=self._rebalance_guard(self._on_assign),
@@ -288,11 +297,51 @@ class DeltaSink:
         )
         return consumer
 
+    def _check_topics(self, consumer: Consumer) -> None:
+        """With `once`: name the subscribed topics that do not exist (the router creates a
+        route's topic with its first record, so some may be missing for good reason), and
+        fail when none does: there is nothing to land and no partition would ever be
+        assigned."""
+        existing = list(consumer.list_topics(timeout=30).topics)
+        missing = []
+        for topic in self.settings.topics:
+            if topic.startswith("^"):
+                found = any(re.match(topic, name) for name in existing)
+            else:
+                found = topic in existing
+            if not found:
+                what = "no topic matches" if topic.startswith("^") else "topic"
+                missing.append(f"{what} {topic} does not exist")
+        if len(missing) == len(self.settings.topics):
+            raise PipelineError(
+                f"none of the sink's topics exists: {'; '.join(missing)}. Check the sink's "
+                "`topics` setting (SENSORSTREAM_SINK_TOPICS), or run the router first"
+            )
+        for line in missing:
+            log.warning("%s: nothing to land from it", line)
+
+    def _read_to_end(self, consumer: Consumer, started: float) -> bool:
+        """With `once`: every partition owned has been read to its end at assignment. Fails
+        when no partition was assigned in time, rather than exit 0 having landed nothing."""
+        if self._ends.reached(consumer):
+            return True
+        waited = time.monotonic() - started
+        if not self._ends.ever_owned and waited > self.settings.join_timeout_s:
+            raise PipelineError(
+                f"no partition of {', '.join(self.settings.topics)} was assigned to the sink "
+                f"within {self.settings.join_timeout_s:g} s (consumer group "
+                f"{self.settings.consumer_group}): the broker may be unreachable, or the "
+                "group's other members own every partition. Stop them, or give this run a "
+                "group of its own (SENSORSTREAM_SINK_CONSUMER_GROUP)"
+            )
+        return False
+
     def run(self) -> SinkResult:
+        """Land records until stopped; with `once`, until every partition owned has been
+        read to where it ended when it was assigned, then land what is buffered."""
         started = time.monotonic()
         limit_malloc_arenas()  # before the first flush thread
         consumer = self._subscribe()
-        idle_since = time.monotonic()
         try:
             with quiet_gc():
                 while not self.stop.is_set():
@@ -306,16 +355,11 @@ class DeltaSink:
                         except ConsumerFailed as exc:
                             consumer = self._new_consumer(consumer, exc.error)
                             continue
-                        idle_since = now
                     self._flushes.poll()
                     self._flush_due(now)
                     self.metrics.buffered(self.buffered_rows())
-                    if (
-                        self.settings.once
-                        and self._assigned
-                        and now - idle_since >= self.settings.idle_timeout_s
-                    ):
-                        break  # nothing new for a while: land what is buffered and exit
+                    if self.settings.once and self._read_to_end(consumer, started):
+                        break  # everything available at assignment is read: land it, exit
                 self._flush_all()
                 self.metrics.buffered(self.buffered_rows())
         finally:
@@ -356,6 +400,7 @@ class DeltaSink:
         for batch in self._batches.values():
             batch.take()
         self._assigned.clear()
+        self._ends.revoked(TopicPartition(t, p) for t, p in self._ends.owned())
         try:
             failed.close()
         except (KafkaException, RuntimeError) as exc:

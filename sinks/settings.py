@@ -72,7 +72,12 @@ class SinkSettings(LayeredSettings):
         "retries included: the sink fails once it is spent",
     )
     once: bool = False
-    idle_timeout_s: float = Field(3.0, gt=0)
+    join_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="with --once: how long joining the consumer group may take before the "
+        "sink fails (exit 1) instead of waiting on",
+    )
     metrics_host: str = metrics_host_field()
     metrics_port: int = metrics_port_field(SINK_METRICS_PORT)
 

@@ -25,7 +25,7 @@ from schemas.avro_codec import AvroDecoder
 from schemas.registry import SchemaRegistry
 from schemas.value_schema import PROVENANCE_NAMES, curated_schema
 from sensorstream.backoff import Backoff
-from sensorstream.errors import ConfigError
+from sensorstream.errors import ConfigError, PipelineError
 from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import READINGS, TopicSpec, ensure_topics, internal_topics
 from stream_apps.checkpoint_output import CheckpointOutput
@@ -33,6 +33,7 @@ from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.control_faults import ControlFaults
 from stream_apps.expired import ExpiredReporter
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
+from stream_apps.once import ReadToEnd, input_exists
 from stream_apps.outputs import OutputEncoders
 from stream_apps.reconnect import Outage, outage_error
 from stream_apps.router import ActiveRouting, MessageRouter
@@ -134,6 +135,7 @@ class RouterApp:
         self.expired = ExpiredReporter(self.kafka_config, self.metrics)
         self.app: Application | None = None
         self.router: MessageRouter | None = None
+        self.input_topic = ""
         self._stop_requested = threading.Event()
 
     def initial_version(self, fields: set[str]) -> RoutingVersion:
@@ -199,6 +201,12 @@ class RouterApp:
         active = ActiveRouting(version.version, routing)
         self.metrics.follow_routing_version(lambda: active.version)
         config = routing.config
+        if s.once and not input_exists(self.kafka_config, config.input):
+            raise PipelineError(
+                f"input topic {config.input} does not exist: there is nothing to route. Run a "
+                "producer first, or check `input:` in the routing file (routing version "
+                f"{version.version}, from {version.source})"
+            )
         ensure_topics(
             self.kafka_config,
             [TopicSpec(config.input, s.output_partitions), TopicSpec(config.dead_letter_topic, 1)],
@@ -279,7 +287,7 @@ class RouterApp:
             faults.bad_message,
             report_from=control_log.end,
         )
-        self.app, self.router = app, router
+        self.app, self.router, self.input_topic = app, router, config.input
         log.info(
             "routing %s with version %d (%d routes), %s",
             config.input,
@@ -318,8 +326,9 @@ class RouterApp:
         return config
 
     def run(self) -> RouterResult:
-        """Route until stopped (or idle, with `once`); through a broker outage, start the
-        application again with backoff until the outage outlasts the retry budget."""
+        """Route until stopped (with `once`: until every partition owned is routed to where
+        it ended when it was assigned); through a broker outage, start the application again
+        with backoff until the outage outlasts the retry budget."""
         started = time.monotonic()
         outage = Outage(self.settings.retry_budget_s, self.connection.kafka_bootstrap_servers)
         backoff = Backoff(initial_s=1.0, max_s=15.0)
@@ -369,14 +378,17 @@ class RouterApp:
             target=self._forward_stop, args=(app, finished), name="router-stop", daemon=True
         )
         stopper.start()
+        s = self.settings
+        ends = (
+            ReadToEnd(app, s.join_timeout_s, self.input_topic, s.consumer_group) if s.once else None
+        )
         try:
-            if self.settings.once:
-                app.run(timeout=self.settings.idle_timeout_s, collect=False)
-            else:
-                app.run()
+            app.run()
         finally:
             finished.set()
             self.watcher.stop()
+        if ends is not None and ends.failure is not None:
+            raise ends.failure
 
     def _forward_stop(self, app: Application, finished: threading.Event) -> None:
         # quixstreams' run() clears a stop() that comes before its loop has started, so a

@@ -52,7 +52,12 @@ class RouterSettings(LayeredSettings):
         "again with backoff meanwhile, and fails once this is spent",
     )
     once: bool = False
-    idle_timeout_s: float = Field(3.0, gt=0, description="with --once: exit after this idle")
+    join_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="with --once: how long joining the consumer group may take before the "
+        "router fails (exit 1) instead of waiting on",
+    )
     applied_by: str = Field(default_factory=_operator, description="who `routes apply` records")
     metrics_host: str = metrics_host_field()
     metrics_port: int = metrics_port_field(ROUTER_METRICS_PORT)

@@ -38,13 +38,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class DedicatedKafka:
     """Use as a context manager: the broker is started on entry and stopped on exit."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, properties: dict[str, str] | None = None) -> None:
+        """`properties` override the stack's broker settings (e.g. Kafka's own default
+        `group.initial.rebalance.delay.ms=3000`, which the stack sets to 0)."""
         self.directory = directory.resolve()
         self.server = KafkaServer(
             StackSettings(
                 dir=self.directory, kafka_port=free_port(), kafka_controller_port=free_port()
             )
         )
+        self.server.overrides = dict(properties or {})
         self.log = self.directory / "logs" / "kafka.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0

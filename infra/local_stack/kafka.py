@@ -37,6 +37,8 @@ logger.state.level = WARN
 
 class KafkaServer(LocalServer):
     name = "kafka"
+    overrides: dict[str, str] = {}
+    """Broker properties set after the stack's own (the last of a key wins)."""
 
     @property
     def ports(self) -> list[int]:
@@ -80,6 +82,7 @@ class KafkaServer(LocalServer):
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
+                *(f"{key}={value}" for key, value in self.overrides.items()),
                 "",
             ]
         )

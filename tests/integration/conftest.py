@@ -18,3 +18,18 @@ def dedicated_kafka(tmp_path):
     finally:
         broker.stop()
         assert not broker.running
+
+
+@pytest.fixture(scope="module")
+def kafka_with_join_delay(tmp_path_factory):
+    """A broker with Kafka's default `group.initial.rebalance.delay.ms` (3 s), which the
+    local stack sets to 0: joining a new consumer group takes over 3 s, as on real clusters."""
+    broker = DedicatedKafka(
+        tmp_path_factory.mktemp("kafka-join-delay"),
+        {"group.initial.rebalance.delay.ms": "3000"},
+    )
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()

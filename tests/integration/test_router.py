@@ -49,7 +49,6 @@ def router_settings(routes: Path, unique: str, **overrides) -> RouterSettings:
         consumer_group=f"g-{unique}",
         control_topic=f"t.{unique}.control",
         once=True,
-        idle_timeout_s=2,
         **overrides,
     )
 
@@ -281,7 +280,6 @@ def test_kill_9_mid_stream_leaves_every_output_exactly_once(
         "SENSORSTREAM_ROUTER_CONSUMER_GROUP": f"g-{unique}",
         "SENSORSTREAM_ROUTER_CONTROL_TOPIC": f"t.{unique}.control",
         "SENSORSTREAM_ROUTER_COMMIT_INTERVAL_S": "0.2",
-        "SENSORSTREAM_ROUTER_IDLE_TIMEOUT_S": "2",
         # The restart fences the killed instance's open transaction at once.
         "SENSORSTREAM_ROUTER_INSTANCE_ID": "router-1",
     }

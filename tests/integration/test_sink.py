@@ -85,7 +85,6 @@ def sink_settings(unique: str, **overrides) -> SinkSettings:
         topic_prefix=prefix,
         dead_letter_topic=f"{prefix}dlq",
         once=True,
-        idle_timeout_s=2,
         **overrides,
     )
 
@@ -323,7 +322,6 @@ def test_kill_9_between_commits_lands_everything_once(
         "SENSORSTREAM_SINK_DEAD_LETTER_TOPIC": f"t.{unique}.dlq",
         "SENSORSTREAM_SINK_POLL_BATCH": "300",
         "SENSORSTREAM_SINK_DEFAULTS": json.dumps({"max_rows": 300}),
-        "SENSORSTREAM_SINK_IDLE_TIMEOUT_S": "2",
         "SENSORSTREAM_SINK_INSTANCE_ID": "sink-1",
     }
     cmd = [sys.executable, "-m", "sensorstream", "sink", "--once"]

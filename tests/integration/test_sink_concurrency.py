@@ -323,7 +323,6 @@ def test_two_processes_append_to_one_s3_table_without_losing_a_commit(
         "AWS_SECRET_ACCESS_KEY": s3.secret_key,
         "SENSORSTREAM_SINK_POLL_BATCH": "200",
         "SENSORSTREAM_SINK_DEFAULTS": json.dumps({"max_rows": 200, "max_latency_s": 1}),
-        "SENSORSTREAM_SINK_IDLE_TIMEOUT_S": "2",
     }
     cmd = [sys.executable, "-m", "sensorstream", "sink", "--once"]
     procs = {
