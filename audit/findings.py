@@ -39,6 +39,19 @@ class NotInRaw:
 
 
 @dataclass
+class Span:
+    """Rows of one kind of finding for one node's source table in one table: how many, and
+    the lowest and highest rowid among them (the listed findings are only a sample)."""
+
+    table: str
+    node_id: str
+    source_table: str
+    rows: int
+    min_rowid: int
+    max_rowid: int
+
+
+@dataclass
 class Tally:
     """One node's source table: what its producer sent against what the lake holds."""
 
@@ -98,6 +111,8 @@ class AuditReport:
     duplicates: list[Duplicate] = field(default_factory=list)
     duplicate_count: dict[str, int] = field(default_factory=dict)  # table -> extra copies
     not_in_raw: list[NotInRaw] = field(default_factory=list)
+    duplicate_spans: list[Span] = field(default_factory=list)  # rows = extra copies
+    not_in_raw_spans: list[Span] = field(default_factory=list)
     not_in_raw_count: dict[str, int] = field(default_factory=dict)
     tallies: list[Tally] = field(default_factory=list)
     dead_letters: list[DeadLetterCount] = field(default_factory=list)

@@ -25,6 +25,7 @@ from audit.findings import (
     DeadLetterCount,
     Duplicate,
     NotInRaw,
+    Span,
     Tally,
 )
 from audit.lake import (
@@ -142,12 +143,27 @@ def _identified(data: pa.Table) -> tuple[pa.Table, int]:
     return kept, data.num_rows - kept.num_rows
 
 
-def find_duplicates(table: LakeTable, data: pa.Table) -> tuple[list[Duplicate], int]:
+def spans(name: str, rows: pa.Table, weight: str | None = None) -> list[Span]:
+    """Per node and source table of `rows` (keys, with a `weight` column counting each row
+    that many times; None: once): how many rows and their lowest and highest rowid."""
+    aggregates = [(ROWID, "min"), (ROWID, "max")]
+    aggregates.append((weight, "sum") if weight else (ROWID, "count"))
+    grouped = rows.group_by([NODE, TABLE]).aggregate(aggregates)
+    total = f"{weight}_sum" if weight else f"{ROWID}_count"
+    return [
+        Span(name, r[NODE], r[TABLE], r[total], r[f"{ROWID}_min"], r[f"{ROWID}_max"])
+        for r in grouped.to_pylist()
+    ]
+
+
+def find_duplicates(table: LakeTable, data: pa.Table) -> tuple[list[Duplicate], int, list[Span]]:
     """Rows of `data` (one partition of `table`) whose key appears more than once."""
     counted = _keys_only(data).group_by(KEY).aggregate([(ROWID, "count")])
     repeated = counted.filter(pc.greater(counted[f"{ROWID}_count"], 1))
     if not repeated.num_rows:
-        return [], 0
+        return [], 0, []
+    extra_copies = pc.subtract(repeated[f"{ROWID}_count"], 1)
+    found_spans = spans(table.name, repeated.append_column("_extra", extra_copies), "_extra")
     extra = pc.sum(repeated[f"{ROWID}_count"]).as_py() - repeated.num_rows
     wanted = repeated.slice(0, SAMPLE).select(KEY)
     rows = _with_keys_cast(data).join(wanted, keys=KEY, join_type="inner")
@@ -168,7 +184,7 @@ def find_duplicates(table: LakeTable, data: pa.Table) -> tuple[list[Duplicate], 
         )
         for (node, tbl, rowid), c in sorted(copies.items())
     ]
-    return found, extra
+    return found, extra, found_spans
 
 
 def _with_keys_cast(data: pa.Table) -> pa.Table:
@@ -217,8 +233,8 @@ class LakeAudit:
                 data = table.read([*KEY, *KAFKA], partition)
                 data, unidentified = _identified(data)
                 self._count(table.name, data.num_rows + unidentified, unidentified)
-                found, extra = find_duplicates(table, data)
-                self._add_duplicates(table.name, found, extra)
+                found, extra, found_spans = find_duplicates(table, data)
+                self._add_duplicates(table.name, found, extra, found_spans)
                 missing = _keys_only(data).join(raw_keys, keys=KEY, join_type="left anti")
                 if missing.num_rows:
                     orphans.append(
@@ -242,9 +258,22 @@ class LakeAudit:
         if unidentified:
             self.report.unidentified[name] = self.report.unidentified.get(name, 0) + unidentified
 
-    def _add_duplicates(self, name: str, found: list[Duplicate], extra: int) -> None:
+    def _add_duplicates(
+        self, name: str, found: list[Duplicate], extra: int, found_spans: list[Span] = ()
+    ) -> None:
         if not extra:
             return
+        merged = {(s.table, s.node_id, s.source_table): s for s in self.report.duplicate_spans}
+        for span in found_spans:
+            key = (span.table, span.node_id, span.source_table)
+            if key in merged:
+                have = merged[key]
+                have.rows += span.rows
+                have.min_rowid = min(have.min_rowid, span.min_rowid)
+                have.max_rowid = max(have.max_rowid, span.max_rowid)
+            else:
+                merged[key] = span
+                self.report.duplicate_spans.append(span)
         self.report.duplicate_count[name] = self.report.duplicate_count.get(name, 0) + extra
         room = SAMPLE - len(self.report.duplicates)
         self.report.duplicates.extend(found[: max(room, 0)])
@@ -273,8 +302,8 @@ class LakeAudit:
         data = self.raw.read([*KEY, *KAFKA], partition)
         data, unidentified = _identified(data)
         self._count(RAW, data.num_rows + unidentified, unidentified)
-        found, extra = find_duplicates(self.raw, data)
-        self._add_duplicates(RAW, found, extra)
+        found, extra, found_spans = find_duplicates(self.raw, data)
+        self._add_duplicates(RAW, found, extra, found_spans)
         distinct = _keys_only(data).group_by(KEY).aggregate([])
         per_node = distinct.group_by([NODE, TABLE]).aggregate([(ROWID, "count")])
         for node, tbl, n in zip(
@@ -308,6 +337,8 @@ class LakeAudit:
             rows = rows.join(anywhere, keys=KEY, join_type="left anti")
         for name, n in Counter(rows["table"].to_pylist()).items():
             self.report.not_in_raw_count[name] = n
+            mine = rows.filter(pc.equal(rows["table"], name))
+            self.report.not_in_raw_spans += spans(name, mine)
         rows = rows.sort_by([("table", "ascending"), (NODE, "ascending"), (ROWID, "ascending")])
         self.report.not_in_raw = [
             NotInRaw(r["table"], r[NODE], r[TABLE], r[ROWID])

@@ -24,6 +24,7 @@ the run itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import secrets
@@ -40,7 +41,7 @@ from infra.local_stack.drain import Drain, DrainState, describe, owed
 from infra.local_stack.in_flight import read_in_flight
 from infra.local_stack.interrupts import StopRequests
 from infra.local_stack.kafka_probe import KafkaProbe
-from infra.local_stack.lake_report import read_lake
+from infra.local_stack.lake_report import audit_lake_of, read_lake
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 from infra.local_stack.progress import ProgressView
 from infra.local_stack.snapshot import Snapshot, take_snapshot
@@ -171,6 +172,7 @@ class Demo:
             report = read_lake(
                 connection.lake_uri, connection.storage_options(), nodes, started_at, in_flight
             )
+            report = dataclasses.replace(report, audit=audit_lake_of(connection, nodes, in_flight))
             self._lap("summary")
             print_summary(
                 self.out,
@@ -181,7 +183,8 @@ class Demo:
                 self.timings,
                 flush_s=SINK_FLUSH_S,
             )
-            return 0 if all(c.ok for c in report.checks) else 1
+            exact = report.audit is None or report.audit.exact
+            return 0 if all(c.ok for c in report.checks) and exact else 1
 
     def _stream(self, nodes: list[EdgeNode], probe: KafkaProbe, sup: Supervisor) -> int | None:
         """Start, watch and drain the pipeline; an exit code when the run ends early."""

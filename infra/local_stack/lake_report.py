@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from infra.local_stack.exactly_once import NodeCheck, check_node
+from infra.local_stack.exactly_once import AuditVerdict, NodeCheck, check_node
 from infra.local_stack.in_flight import InFlight
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 
@@ -24,6 +24,7 @@ class LakeReport:
     latencies_s: list[float]  # p50, p99, max
     dead_letters: int
     backlog: int  # rows of earlier runs that this run landed
+    audit: AuditVerdict | None = None  # `sensorstream audit` of the whole lake (None: not run)
 
 
 def _read(uri: str, options: dict[str, str], columns: list[str], where: Any) -> Any | None:
@@ -124,3 +125,27 @@ def read_lake(
         dead_letters=0 if dlq is None else dlq.num_rows,
         backlog=backlog,
     )
+
+
+def audit_lake_of(
+    connection: Any, nodes: list[EdgeNode], in_flight: InFlight | None
+) -> AuditVerdict | None:
+    """`sensorstream audit` of the demo's whole lake against the producers' checkpoints, with
+    the rows the stopped pipeline still holds and the rows of earlier runs told apart (None:
+    no lake yet)."""
+    from audit.lake import LakeNotFound
+    from audit.run import audit_lake, open_lake
+    from infra.local_stack.exactly_once import audit_findings
+    from infra.local_stack.pipeline import CHECKPOINTS
+
+    try:
+        tables = open_lake(connection.lake_uri, connection.storage_options())
+    except LakeNotFound:
+        return None
+    report = audit_lake(connection.lake_uri, tables, connection.kafka_client_config(), CHECKPOINTS)
+    starts = {node.node_id: node.start_rowid for node in nodes}
+
+    def this_run(node_id: str, rowid: int) -> bool:
+        return node_id in starts and rowid > starts[node_id]
+
+    return audit_findings(report, in_flight, this_run)

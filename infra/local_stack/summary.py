@@ -13,6 +13,8 @@ from infra.local_stack.display import count, grid, shown
 from infra.local_stack.lake_report import LakeReport
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 
+AUDIT_LINES = 8  # audit findings printed in the summary
+
 
 def uv_command() -> str:
     """How the printed commands call uv: `uv` when the shell finds one on PATH, otherwise the
@@ -51,10 +53,11 @@ def example_query(lake_uri: str) -> str:
 def verdict(report: LakeReport) -> str:
     """OK: every row landed once. FAILED: a row lost or landed twice. INCOMPLETE: nothing
     lost or doubled, but rows still in flight (the pipeline was stopped before landing them)."""
+    audit_failed = report.audit is not None and not report.audit.exact
+    if any(c.broken for c in report.checks) or audit_failed:
+        return "FAILED"
     if all(c.ok for c in report.checks):
         return "OK"
-    if any(c.broken for c in report.checks):
-        return "FAILED"
     return "INCOMPLETE"
 
 
@@ -120,6 +123,25 @@ def print_summary(
                 f"    {check.node.node_id}: {count(check.in_flight)} in flight, {missing}, "
                 f"{count(check.duplicates)} duplicated"
             )
+    if report.audit is not None:
+        audit = report.audit
+        if audit.exact:
+            late = f" but for {count(audit.in_flight)} rows in flight" if audit.in_flight else ""
+            p(f"  audit             EXACT{late} (`sensorstream audit`: every table of the lake)")
+            if audit.earlier:
+                p(
+                    f"    and {len(audit.earlier)} discrepancies in rows of earlier runs "
+                    "(run `sensorstream audit`; docs/runbook.md says what to do), e.g."
+                )
+                for line in audit.earlier[:3]:
+                    p(f"    {line}")
+        else:
+            p(
+                f"  audit             {len(audit.findings)} discrepancies "
+                "(`sensorstream audit`: every table of the lake; docs/runbook.md says what to do)"
+            )
+            for line in audit.findings[:AUDIT_LINES]:
+                p(f"    {line}")
     if report.backlog:
         p(f"  also landed       {count(report.backlog)} rows an earlier, interrupted run had left")
     phases = ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items())

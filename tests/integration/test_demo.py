@@ -75,6 +75,7 @@ def test_demo_runs_three_regions_through_the_pipeline_exactly_once():
     assert rows["raw"] == written  # every region's rows, all of them
     assert rows["regional"] == written  # and each in its own region's table
     assert "exactly once      OK" in summary
+    assert "audit             EXACT (`sensorstream audit`: every table of the lake)" in summary
     assert "latency           p50" in summary
     assert "uv run python -c" in summary  # the example query
     assert demo_processes() == []  # nothing it started outlives it
