@@ -332,3 +332,63 @@ def test_new_readings_stream_in_once_after_a_compaction(spark, pipeline, lake):
     keys = [(r["_node_id"], r["_source_rowid"]) for r in readings.collect()]
     assert len(keys) == len(set(keys)) == len(expected_silver(pipeline))
     assert {node for node, _ in keys} == set(FIRST_NODES) | set(LATER_NODES)
+
+
+def test_the_audit_task_agrees_with_the_audit_command_and_names_planted_discrepancies(
+    spark, pipeline, lake, tmp_path
+):
+    """The bundle's audit task over the tables the real sink wrote: exact, with the same dead
+    letter counts as `sensorstream audit`; then, on a copy of the lake with a duplicate in raw
+    and an emergency row that raw does not have, it names both and fails the task."""
+    import shutil
+
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable, write_deltalake
+    from sensorstream_lakehouse import audit as lake_audit
+
+    from audit.run import audit_lake, open_lake
+
+    clean = lake_audit.run_audit(spark, lake, ROUTES)
+    assert clean.exact, clean.describe()
+    assert set(clean.duplicates) == {r for r in ROUTES if r != "dlq"}
+    command = audit_lake(pipeline.lake_uri, open_lake(pipeline.lake_uri, {}), None, "")
+    assert command.exit_code == 0
+    by_stage = {(c.stage, c.reason): c.count for c in command.dead_letters}
+    assert {(s, r): n for s, r, n in clean.dead_letters} == by_stage
+    assert sum(by_stage.values()) > 0  # the default routes dead-letter out-of-range readings
+    findings = spark.read.table(lake.table(lake_audit.FINDINGS)).collect()
+    assert {(row["kind"], row["route"]) for row in findings} >= {("duplicates", "raw")}
+
+    copy = tmp_path / "lake"
+    shutil.copytree(pipeline.lake_uri, copy)
+    raw = DeltaTable(str(copy / "raw")).to_pyarrow_table()
+    write_deltalake(str(copy / "raw"), raw.slice(0, 1), mode="append")
+    emergency = DeltaTable(str(copy / "emergency")).to_pyarrow_table().slice(0, 1)
+    column = emergency.column_names.index("_source_rowid")
+    emergency = emergency.set_column(column, "_source_rowid", pa.array([10**9], pa.int64()))
+    write_deltalake(str(copy / "emergency"), emergency, mode="append")
+    planted = Lakehouse(
+        schema=lake.schema, lake_root=str(copy), checkpoint_root=str(tmp_path / "checkpoints")
+    )
+    found = lake_audit.run_audit(spark, planted, ROUTES)
+    assert found.duplicates["raw"] == 1
+    [duplicate] = found.samples["duplicate raw"]
+    first = raw.slice(0, 1).to_pylist()[0]
+    assert (duplicate["_node_id"], duplicate["_source_rowid"]) == (
+        first["_node_id"],
+        first["_source_rowid"],
+    )
+    assert duplicate["offsets"] == [first["_kafka_offset"]] * 2
+    assert found.not_in_raw == {"emergency": 1, "regional/eu-west-1": 0, "regional/us-east-1": 0}
+    assert [r["_source_rowid"] for r in found.samples["not in raw emergency"]] == [10**9]
+    assert pc.sum(pc.equal(raw["_source_rowid"], 10**9)).as_py() in (None, 0)
+    with pytest.raises(lake_audit.AuditFailed, match="raw: 1 extra copies"):
+        jobs.main(
+            [
+                "audit",
+                f"--schema={lake.schema}",
+                f"--lake-root={copy}",
+                f"--checkpoint-root={tmp_path / 'checkpoints'}",
+                f"--routes={','.join(ROUTES)}",
+            ]
+        )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from sensorstream_lakehouse import bronze, gold, landing, silver
+from sensorstream_lakehouse import audit, bronze, gold, landing, silver
 from sensorstream_lakehouse.layout import Lakehouse
 from sensorstream_lakehouse.rules import SILVER_READINGS
 
@@ -124,7 +124,7 @@ def run_gold(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorstream-lakehouse", description=__doc__)
-    parser.add_argument("stage", choices=["bronze", "landing", "silver", "gold"])
+    parser.add_argument("stage", choices=["bronze", "landing", "silver", "gold", "audit"])
     parser.add_argument("--catalog", default=None, help="Unity Catalog catalog")
     parser.add_argument("--schema", required=True)
     parser.add_argument("--lake-root", required=True, help="the sink's SENSORSTREAM_LAKE_URI")
@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             from_landing=args.from_landing,
             available_now=available_now,
         )
+    elif args.stage == "audit":
+        audit.check(audit.run_audit(spark, lake, routes))
     else:
         run_gold(spark, lake, args.emergency_route or None)
 
