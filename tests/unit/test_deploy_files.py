@@ -424,6 +424,31 @@ def test_compose_builds_name_existing_dockerfile_targets() -> None:
         )
 
 
+def compose_cli() -> list[str] | None:
+    """Docker Compose v2: the standalone binary, or the docker CLI's plugin."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.skipif(compose_cli() is None, reason="no Docker Compose on PATH")
+def test_docker_compose_accepts_the_compose_file() -> None:
+    """`docker compose config` loads the file with Compose's own schema and interpolation,
+    offline, the way `up` does before it starts anything."""
+    result = subprocess.run(
+        [*(compose_cli() or []), "-f", str(COMPOSE), "config", "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_compose_dependencies_exist_and_can_become_ready() -> None:
     services = compose_services()
     for name, service in services.items():

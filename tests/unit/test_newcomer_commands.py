@@ -12,7 +12,12 @@ import pytest
 from sensorstream.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-QUICK_STARTS = [REPO / "README.md", REPO / "docs" / "local-stack.md", REPO / "docs" / "routing.md"]
+QUICK_STARTS = [
+    REPO / "README.md",
+    REPO / "docs" / "local-stack.md",
+    REPO / "docs" / "routing.md",
+    REPO / "docs" / "containers.md",
+]
 PATH_STEP = 'export PATH="$PWD/.tools/uv/bin:$PATH"'
 
 
@@ -57,8 +62,9 @@ def test_every_sensorstream_command_of_a_quick_start_parses(path: Path) -> None:
     copied = {  # files an earlier `cp REPO_FILE NAME` of the quick start makes
         words[2]
         for line in shell_lines(path)
+        if line.startswith("cp ")
         for words in [shlex.split(line)]
-        if words[:1] == ["cp"] and (REPO / words[1]).is_file()
+        if (REPO / words[1]).is_file()
     }
     for argv in commands:
         try:
