@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from producers.settings import ProducerSettings
 from producers.simulator import create_readings_table
 from producers.tailer import EdgeTailer
 from schemas.registry import SchemaRegistry
 from sinks.app import DeltaSink
 from stream_apps.app import RouterApp, known_fields
+from tests.edge_nodes import fleet_node_settings
 from tests.integration.test_router import EXPECTED, READINGS, router_settings, routing_file
 from tests.integration.test_sink import sink_settings
 from tests.kafka_helpers import AvroDecoder, read_topic
@@ -78,19 +78,15 @@ def produce(tmp_path, connection, unique, round_: int) -> None:
     for node, (region, table, ddl) in NODES.items():
         db = tmp_path / f"{node}.db"
         write_rows(db, node, table, ddl, round_)
-        result = EdgeTailer(
-            ProducerSettings(
-                sqlite=db,
-                node_id=node,
-                region=region,
-                topic=f"t.{unique}.in",
-                dead_letter_topic=f"t.{unique}.dlq",
-                checkpoint_topic=f"t.{unique}.ckpt",
-                once=True,
-            ),
-            connection,
-        ).run()
+        result = EdgeTailer(fleet_node_settings(db, node, region, unique), connection).run()
         assert (result.rows, result.dead_letters) == (len(READINGS), 0), node
+
+
+def sink_every_route(connection, unique: str) -> None:
+    """Every routed topic of the default routes, the regional ones and the DLQ, into the lake."""
+    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
+    topics = [*routed, f"^t\\.{unique}\\.regional\\..+"]
+    DeltaSink(sink_settings(unique).model_copy(update={"topics": topics}), connection).run()
 
 
 def lake_rows(lake: str, table: str) -> list[dict]:
@@ -105,9 +101,7 @@ def test_nodes_of_different_shapes_land_in_the_same_tables_once(
     produce(tmp_path, connection, unique, 1)
     result = RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
     assert result.routed == 2 * len(NODES) * len(READINGS)
-    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
-    topics = [*routed, f"^t\\.{unique}\\.regional\\..+"]
-    DeltaSink(sink_settings(unique).model_copy(update={"topics": topics}), connection).run()
+    sink_every_route(connection, unique)
 
     lake = connection.sensorstream_lake_uri
     expected_names = {**EXPECTED, "regional": set(READINGS)}
@@ -213,23 +207,11 @@ def test_a_node_whose_event_time_has_another_name_lands_partitioned_by_it(
         conn.commit()
         conn.close()
         result = EdgeTailer(
-            ProducerSettings(
-                sqlite=db,
-                node_id=node,
-                region=region,
-                table=table,
-                topic=f"t.{unique}.in",
-                dead_letter_topic=f"t.{unique}.dlq",
-                checkpoint_topic=f"t.{unique}.ckpt",
-                once=True,
-            ),
-            connection,
+            fleet_node_settings(db, node, region, unique, table=table), connection
         ).run()
         assert (result.rows, result.dead_letters) == (1, 0), node
     RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
-    routed = [f"t.{unique}.{route}" for route in (*EXPECTED, "dlq")]
-    topics = [*routed, f"^t\\.{unique}\\.regional\\..+"]
-    DeltaSink(sink_settings(unique).model_copy(update={"topics": topics}), connection).run()
+    sink_every_route(connection, unique)
 
     lake = connection.sensorstream_lake_uri
     raw = {row["sensor_id"]: row for row in lake_rows(lake, "raw")}
@@ -253,16 +235,7 @@ def test_nodes_of_different_shapes_starting_together_all_register_and_stream(
     ):
         db = tmp_path / f"{node}.db"
         write_rows(db, node, table, ddl, round_ % 2)
-        settings = ProducerSettings(
-            sqlite=db,
-            node_id=node,
-            region=region,
-            topic=f"t.{unique}.in",
-            dead_letter_topic=f"t.{unique}.dlq",
-            checkpoint_topic=f"t.{unique}.ckpt",
-            once=True,
-        )
-        tailers.append(EdgeTailer(settings, connection))
+        tailers.append(EdgeTailer(fleet_node_settings(db, node, region, unique), connection))
     results: dict[str, object] = {}
 
     def run(tailer: EdgeTailer) -> None:

@@ -21,6 +21,7 @@ from producers.simulator.readings import ReadingModel
 from producers.tailer import EdgeTailer
 from schemas.timestamps import to_epoch_micros
 from sensorstream.errors import PipelineError
+from tests.edge_nodes import node_settings
 from tests.kafka_helpers import AvroDecoder, read_topic
 
 pytestmark = pytest.mark.integration
@@ -35,16 +36,7 @@ def simulate(db, count: int, seed: int = 7, start: datetime = START) -> None:
 
 @pytest.fixture
 def producer_settings(tmp_path, unique) -> ProducerSettings:
-    return ProducerSettings(
-        sqlite=tmp_path / "edge.db",
-        node_id=f"node-{unique}",
-        region="eu-west-1",
-        topic=f"t.readings.{unique}",
-        dead_letter_topic=f"t.dlq.{unique}",
-        checkpoint_topic=f"t.ckpt.{unique}",
-        chunk_rows=700,
-        once=True,
-    )
+    return node_settings(tmp_path / "edge.db", unique, chunk_rows=700, once=True)
 
 
 def sqlite_rows(db) -> dict[int, dict]:

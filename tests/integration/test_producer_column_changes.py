@@ -15,6 +15,7 @@ import pytest
 from producers.settings import ProducerSettings
 from producers.tailer import EdgeTailer
 from sensorstream.errors import ConfigError
+from tests.edge_nodes import node_settings
 from tests.integration.test_producer import simulate, topic_records
 from tests.kafka_helpers import read_topic
 
@@ -27,16 +28,8 @@ DEADLINE_S = 120
 
 @pytest.fixture
 def settings(tmp_path, unique) -> ProducerSettings:
-    return ProducerSettings(
-        sqlite=tmp_path / "edge.db",
-        node_id=f"node-{unique}",
-        region="eu-west-1",
-        topic=f"t.readings.{unique}",
-        dead_letter_topic=f"t.dlq.{unique}",
-        checkpoint_topic=f"t.ckpt.{unique}",
-        chunk_rows=50,
-        poll_interval_s=0.1,
-        once=False,
+    return node_settings(
+        tmp_path / "edge.db", unique, chunk_rows=50, poll_interval_s=0.1, once=False
     )
 
 

@@ -18,10 +18,10 @@ import pytest
 from infra.local_stack.kafka import KafkaServer as LocalKafka
 from infra.local_stack.settings import StackSettings
 from infra.local_stack.sqlite_probe import max_rowid
-from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, run_simulator
 from producers.tailer import EdgeTailer
 from sensorstream.settings import ConnectionSettings
+from tests.edge_nodes import node_settings
 from tests.integration.test_producer import (
     assert_exactly_once,
     simulate,
@@ -164,13 +164,9 @@ def test_broker_restart_during_production(private_kafka, schema_registry, tmp_pa
         kafka_bootstrap_servers=private_kafka.bootstrap_servers,
         schema_registry_url=schema_registry.url,
     )
-    settings = ProducerSettings(
-        sqlite=db,
-        node_id=f"node-{unique}",
-        region="eu-west-1",
-        topic=f"t.readings.{unique}",
-        dead_letter_topic=f"t.dlq.{unique}",
-        checkpoint_topic=f"t.ckpt.{unique}",
+    settings = node_settings(
+        db,
+        unique,
         chunk_rows=500,
         retry_backoff_max_s=2,
         status_interval_s=2,

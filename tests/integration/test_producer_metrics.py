@@ -21,6 +21,7 @@ from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, SteppingClock, run_simulator
 from producers.tailer import EdgeTailer
 from sensorstream.metrics import MetricFamilies, serve_metrics
+from tests.edge_nodes import node_settings
 from tests.integration.test_producer_bad_source import cli_environment
 from tests.kafka_helpers import read_topic
 from tests.processes import free_port
@@ -64,16 +65,8 @@ def add_bad_rows(db: Path, count: int) -> None:
 
 @pytest.fixture
 def settings(tmp_path, unique) -> ProducerSettings:
-    return ProducerSettings(
-        sqlite=tmp_path / "edge.db",
-        node_id=f"node-{unique}",
-        region="eu-west-1",
-        topic=f"t.readings.{unique}",
-        dead_letter_topic=f"t.dlq.{unique}",
-        checkpoint_topic=f"t.ckpt.{unique}",
-        chunk_rows=700,
-        metrics_port=free_port(),
-        once=True,
+    return node_settings(
+        tmp_path / "edge.db", unique, chunk_rows=700, metrics_port=free_port(), once=True
     )
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from producers.settings import ProducerSettings
 from producers.simulator import create_readings_table
 from producers.tailer import EdgeTailer
 from schemas.avro_codec import AvroEncoder
 from schemas.registry import SchemaRegistry
 from stream_apps.app import DEFAULT_ROUTES, RouterApp
 from stream_apps.settings import RouterSettings
+from tests.edge_nodes import fleet_node_settings
 from tests.integration.test_producer import START, simulate, sqlite_rows
 from tests.kafka_helpers import AvroDecoder, read_topic
 
@@ -112,18 +112,7 @@ def produce_nodes(tmp_path, connection, unique, nodes: dict[str, str]) -> None:
     for node, region in nodes.items():
         db = tmp_path / f"{node}.db"
         write_node(db, node)
-        EdgeTailer(
-            ProducerSettings(
-                sqlite=db,
-                node_id=node,
-                region=region,
-                topic=f"t.{unique}.in",
-                dead_letter_topic=f"t.{unique}.dlq",
-                checkpoint_topic=f"t.{unique}.ckpt",
-                once=True,
-            ),
-            connection,
-        ).run()
+        EdgeTailer(fleet_node_settings(db, node, region, unique), connection).run()
 
 
 def outputs(kafka, schema_registry, topic: str) -> dict[str, dict]:
@@ -260,18 +249,7 @@ def test_kill_9_mid_stream_leaves_every_output_exactly_once(
 ):
     db = tmp_path / "edge.db"
     simulate(db, 3000, start=START)
-    EdgeTailer(
-        ProducerSettings(
-            sqlite=db,
-            node_id="edge-k",
-            region="eu-west-1",
-            topic=f"t.{unique}.in",
-            dead_letter_topic=f"t.{unique}.dlq",
-            checkpoint_topic=f"t.{unique}.ckpt",
-            once=True,
-        ),
-        connection,
-    ).run()
+    EdgeTailer(fleet_node_settings(db, "edge-k", "eu-west-1", unique), connection).run()
     routes = routing_file(tmp_path, unique)
     env = {
         **os.environ,
