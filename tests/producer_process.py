@@ -100,3 +100,24 @@ def assert_each_once(produced: Counter[RowKey], rows: set[RowKey]) -> None:
     assert not missing, f"{len(missing)} rows never produced, e.g. {missing[:10]}"
     unexpected = sorted(set(produced) - rows)
     assert not unexpected, f"records of no source row: {unexpected[:10]}"
+
+
+def wait_streamed(
+    producer: subprocess.Popen,
+    log: Path,
+    bootstrap: str,
+    registry_url: str,
+    topic: str,
+    rows: set[RowKey],
+    what: str,
+) -> None:
+    """Until every one of `rows` is in `topic`. A producer that stops first fails the test at
+    once, showing its log, rather than after the whole deadline."""
+    wait_for(
+        lambda: (
+            producer.poll() is not None
+            or set(produced_rows(bootstrap, registry_url, topic)) >= rows
+        ),
+        what,
+    )
+    assert producer.poll() is None, log.read_text()

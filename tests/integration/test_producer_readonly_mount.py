@@ -29,7 +29,7 @@ from tests.producer_process import (
     produced_rows,
     running_producer,
     source_rows,
-    wait_for,
+    wait_streamed,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,10 +80,6 @@ def test_every_row_streams_once_as_the_writer_stops_and_starts(
         "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
     }
     topic = env["SENSORSTREAM_PRODUCER_TOPIC"]
-
-    def streamed(rows: set) -> bool:
-        return set(produced_rows(kafka.bootstrap_servers, schema_registry.url, topic)) >= rows
-
     hour = iter(range(1, 100))
 
     def write(count: int) -> set:
@@ -104,8 +100,8 @@ def test_every_row_streams_once_as_the_writer_stops_and_starts(
     with running_producer(env, log) as producer:
 
         def stage(rows: set, what: str) -> None:
-            wait_for(lambda: producer.poll() is not None or streamed(rows), what)
-            assert producer.poll() is None, log.read_text()
+            bootstrap, registry_url = kafka.bootstrap_servers, schema_registry.url
+            wait_streamed(producer, log, bootstrap, registry_url, topic, rows, what)
 
         stage(rows, f"the rows there at start ({at_start})")
         # The writer starts again later and keeps the database open while appending.
@@ -167,14 +163,14 @@ def test_a_drain_and_a_replaced_database_on_the_mount_with_the_writer_stopped(
         simulate(db, 100, seed=100, start=START + timedelta(days=1, hours=1))
         new_rows = source_rows(db)
         assert len(new_rows) == 300
-        wait_for(
-            lambda: (
-                producer.poll() is not None
-                or set(produced_rows(kafka.bootstrap_servers, schema_registry.url, topic))
-                >= old_rows | new_rows
-            ),
+        wait_streamed(
+            producer,
+            log,
+            kafka.bootstrap_servers,
+            schema_registry.url,
+            topic,
+            old_rows | new_rows,
             "the new database streamed",
         )
-        assert producer.poll() is None, log.read_text()
     produced = produced_rows(kafka.bootstrap_servers, schema_registry.url, topic)
     assert_each_once(produced, old_rows | new_rows)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 
@@ -23,7 +25,7 @@ from tests.producer_process import (
     produced_rows,
     running_producer,
     source_rows,
-    wait_for,
+    wait_streamed,
 )
 
 pytestmark = pytest.mark.integration
@@ -39,6 +41,20 @@ def env(kafka, schema_registry, tmp_path, unique) -> dict[str, str]:
         "SENSORSTREAM_PRODUCER_CHUNK_ROWS": "100",
         "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
     }
+
+
+@pytest.fixture
+def streamed(kafka, schema_registry, env, tmp_path) -> Callable[[Popen, set, str], None]:
+    """`streamed(producer, rows, what)`: until every one of `rows` is in the producer's topic;
+    at once, with the producer's log, if it stopped first."""
+    log, topic = tmp_path / "producer.log", env["SENSORSTREAM_PRODUCER_TOPIC"]
+
+    def wait(producer: Popen, rows: set, what: str) -> None:
+        wait_streamed(
+            producer, log, kafka.bootstrap_servers, schema_registry.url, topic, rows, what
+        )
+
+    return wait
 
 
 def move_over(db: Path, folder: Path) -> None:
@@ -68,46 +84,33 @@ def produced(kafka, schema_registry, env):
 
 @pytest.mark.parametrize("replace", REPLACEMENTS.values(), ids=REPLACEMENTS.keys())
 def test_every_row_of_the_new_file_streams_once_with_restart(
-    kafka, schema_registry, env, tmp_path, replace
+    kafka, schema_registry, env, tmp_path, streamed, replace
 ):
     db = Path(env["SENSORSTREAM_PRODUCER_SQLITE"])
     simulate(db, 300)
     old_rows = source_rows(db)
     env = {**env, "SENSORSTREAM_PRODUCER_ON_RECREATED": "restart"}
     with running_producer(env, tmp_path / "producer.log") as producer:
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= old_rows,
-            "the old database streamed",
-        )
+        streamed(producer, old_rows, "the old database streamed")
         replace(db, tmp_path)
         # The writer goes on appending to the new file.
         simulate(db, 100, seed=100, start=NEW_DAY + timedelta(hours=1))
         new_rows = source_rows(db)
         assert len(new_rows) == 300
-        wait_for(
-            lambda: (
-                producer.poll() is not None
-                or set(produced(kafka, schema_registry, env)) >= old_rows | new_rows
-            ),
-            "every row of the new database streamed",
-        )
-        assert producer.poll() is None, (tmp_path / "producer.log").read_text()
+        streamed(producer, old_rows | new_rows, "every row of the new database streamed")
     assert_each_once(produced(kafka, schema_registry, env), old_rows | new_rows)
     log = (tmp_path / "producer.log").read_text()
     assert "while being tailed" in log and "on_recreated=restart" in log, log
 
 
 def test_a_replaced_database_stops_the_producer_loudly_by_default(
-    kafka, schema_registry, env, tmp_path
+    kafka, schema_registry, env, tmp_path, streamed
 ):
     db = Path(env["SENSORSTREAM_PRODUCER_SQLITE"])
     simulate(db, 300)
     old_rows = source_rows(db)
     with running_producer(env, tmp_path / "producer.log") as producer:
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= old_rows,
-            "the old database streamed",
-        )
+        streamed(producer, old_rows, "the old database streamed")
         move_over(db, tmp_path)
         producer.wait(120)
     log = (tmp_path / "producer.log").read_text()
@@ -119,15 +122,12 @@ def test_a_replaced_database_stops_the_producer_loudly_by_default(
 
 
 def test_a_copy_of_the_same_database_moved_over_resumes_after_the_checkpoint(
-    kafka, schema_registry, env, tmp_path
+    kafka, schema_registry, env, tmp_path, streamed
 ):
     db = Path(env["SENSORSTREAM_PRODUCER_SQLITE"])
     simulate(db, 300)
     with running_producer(env, tmp_path / "producer.log") as producer:
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= source_rows(db),
-            "the database streamed",
-        )
+        streamed(producer, source_rows(db), "the database streamed")
         # e.g. a compacted copy put in place: the same rows, then more of them.
         copy = tmp_path / "copy.db"
         conn = sqlite3.connect(db)
@@ -139,32 +139,21 @@ def test_a_copy_of_the_same_database_moved_over_resumes_after_the_checkpoint(
         os.replace(copy, db)
         rows = source_rows(db)
         assert len(rows) == 450
-        wait_for(
-            lambda: (
-                producer.poll() is not None or set(produced(kafka, schema_registry, env)) >= rows
-            ),
-            "the copy's new rows streamed",
-        )
-        assert producer.poll() is None, (tmp_path / "producer.log").read_text()
+        streamed(producer, rows, "the copy's new rows streamed")
     assert_each_once(produced(kafka, schema_registry, env), rows)
 
 
 def test_the_old_files_wal_left_beside_a_new_database_stops_the_producer(
-    kafka, schema_registry, env, tmp_path
+    kafka, schema_registry, env, tmp_path, streamed
 ):
     db = Path(env["SENSORSTREAM_PRODUCER_SQLITE"])
     simulate(db, 300)
     with running_producer(env, tmp_path / "producer.log") as producer:
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= source_rows(db),
-            "the database streamed",
-        )
+        streamed(producer, source_rows(db), "the database streamed")
         # A writer's session while the producer has the database open: its WAL stays.
         simulate(db, 100, seed=8, start=START + timedelta(hours=1))
         rows = source_rows(db)
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= rows, "the new rows streamed"
-        )
+        streamed(producer, rows, "the new rows streamed")
         assert db.with_name(db.name + "-wal").stat().st_size > 0
         simulate(tmp_path / "new.db", 200, seed=99, start=NEW_DAY)
         os.replace(tmp_path / "new.db", db)  # without moving the old -wal and -shm away
@@ -177,16 +166,13 @@ def test_the_old_files_wal_left_beside_a_new_database_stops_the_producer(
 
 
 def test_a_deleted_database_that_does_not_come_back_stops_the_producer(
-    kafka, schema_registry, env, tmp_path
+    kafka, schema_registry, env, tmp_path, streamed
 ):
     db = Path(env["SENSORSTREAM_PRODUCER_SQLITE"])
     simulate(db, 50)
     env = {**env, "SENSORSTREAM_PRODUCER_REOPEN_TIMEOUT_S": "5"}
     with running_producer(env, tmp_path / "producer.log") as producer:
-        wait_for(
-            lambda: set(produced(kafka, schema_registry, env)) >= source_rows(db),
-            "the database streamed",
-        )
+        streamed(producer, source_rows(db), "the database streamed")
         recreate(db)
         producer.wait(120)
     log = (tmp_path / "producer.log").read_text()
