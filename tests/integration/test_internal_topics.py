@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from producers.simulator import SimulatorSettings, run_simulator
+from tests.processes import sensorstream_cli
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +43,6 @@ def cli_env(kafka, schema_registry, unique) -> dict[str, str]:
     }
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sensorstream", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 def edge_db(tmp_path):
     db = tmp_path / "edge.db"
     run_simulator(SimulatorSettings(db=db, count=20, rate=0, seed=1))
@@ -61,7 +51,7 @@ def edge_db(tmp_path):
 
 def produce(env, db) -> subprocess.CompletedProcess[str]:
     args = ["--sqlite", str(db), "--node-id", "n1", "--once", "--metrics-port", "0"]
-    return cli(env, "produce", *args)
+    return sensorstream_cli(env, "produce", *args)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], topic: str, policy: str) -> None:
@@ -84,7 +74,7 @@ def test_producer_refuses_a_checkpoint_topic_that_is_not_compacted(
 def test_routes_commands_refuse_a_control_topic_that_is_not_compacted(kafka, cli_env, unique):
     topic = f"t.{unique}.control"
     create_topic(kafka.bootstrap_servers, topic, "delete")
-    assert_refused(cli(cli_env, "routes", "history"), topic, "delete")
+    assert_refused(sensorstream_cli(cli_env, "routes", "history"), topic, "delete")
 
 
 def test_router_refuses_a_control_topic_that_is_not_compacted(kafka, cli_env, tmp_path, unique):
@@ -95,14 +85,16 @@ def test_router_refuses_a_control_topic_that_is_not_compacted(kafka, cli_env, tm
         f"version: 1\ninput: t.{unique}.in\ndead_letter_topic: t.{unique}.dlq\n"
         f"routes:\n  - name: raw\n    topic: t.{unique}.raw\n"
     )
-    result = cli(cli_env, "route", "--routes", str(routes), "--once", "--metrics-port", "0")
+    result = sensorstream_cli(
+        cli_env, "route", "--routes", str(routes), "--once", "--metrics-port", "0"
+    )
     assert_refused(result, topic, "delete")
 
 
 def test_internal_topics_the_product_creates_are_compacted(kafka, cli_env, tmp_path, unique):
     result = produce(cli_env, edge_db(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    result = cli(cli_env, "routes", "history")
+    result = sensorstream_cli(cli_env, "routes", "history")
     assert result.returncode == 0, result.stderr[-3000:]
     assert cleanup_policy(kafka.bootstrap_servers, f"t.{unique}.ckpt") == "compact"
     assert cleanup_policy(kafka.bootstrap_servers, f"t.{unique}.control") == "compact"

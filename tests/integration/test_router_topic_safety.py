@@ -8,8 +8,6 @@ line, the route and the key)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from stream_apps.control import RoutingControl
 from tests.integration.test_router import READINGS, produce_nodes
 from tests.integration.test_router_foreign_records import committed
 from tests.kafka_helpers import AvroDecoder
+from tests.processes import sensorstream_cli
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +33,6 @@ def cli_env(kafka, schema_registry, unique: str) -> dict[str, str]:
         "SENSORSTREAM_ROUTER_CONTROL_TOPIC": f"t.{unique}.control",
         "SENSORSTREAM_ROUTER_IDLE_TIMEOUT_S": "2",
     }
-
-
-def sensorstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sensorstream", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
 
 
 def write_routes(tmp_path: Path, unique: str, routes: str, name: str = "routes.yaml") -> Path:
@@ -70,7 +59,7 @@ def test_a_template_rendering_a_forbidden_topic_dead_letters_the_record(
         f'  - name: mirror\n    topic: "t.{unique}.{{_region}}"\n',
     )
     env = cli_env(kafka, schema_registry, unique)
-    done = sensorstream(env, "route", "--routes", str(routes), "--once")
+    done = sensorstream_cli(env, "route", "--routes", str(routes), "--once", timeout=DEADLINE_S)
     assert done.returncode == 0, done.stderr[-3000:]
     inputs = len(nodes) * len(READINGS)
     assert f"routed {inputs} records ({4 * len(READINGS)} dead letters)" in done.stdout
@@ -117,7 +106,7 @@ def test_forbidden_or_shared_literal_topics_are_refused_before_routing(
         f"  - name: copy\n    topic: t.{unique}.raw\n    where: anomaly_flag\n",
         "shared.yaml",
     )
-    applied = sensorstream(env, "routes", "apply", str(shared))
+    applied = sensorstream_cli(env, "routes", "apply", str(shared), timeout=DEADLINE_S)
     assert applied.returncode == 2, applied.stdout + applied.stderr[-3000:]
     assert (  # librdkafka may log lines of its own before it
         f"sensorstream: {shared}, line 8, route 'copy', key 'topic': "
@@ -132,7 +121,9 @@ def test_forbidden_or_shared_literal_topics_are_refused_before_routing(
         f"  - name: audit\n    topic: t.{unique}.control\n",
         "into-control.yaml",
     )
-    started = sensorstream(env, "route", "--routes", str(into_control), "--once")
+    started = sensorstream_cli(
+        env, "route", "--routes", str(into_control), "--once", timeout=DEADLINE_S
+    )
     assert started.returncode == 2, started.stdout + started.stderr[-3000:]
     assert (
         f"{into_control}, line 8, route 'audit', key 'topic': 't.{unique}.control' is the "
@@ -143,7 +134,7 @@ def test_forbidden_or_shared_literal_topics_are_refused_before_routing(
     # A version an older release published without these checks: the router refuses to start
     # with it (rather than route records twice), and says how to replace it.
     control.publish(shared.read_text(), "an older release", str(shared))
-    following = sensorstream(env, "route", "--once")
+    following = sensorstream_cli(env, "route", "--once", timeout=DEADLINE_S)
     assert following.returncode == 2, following.stdout + following.stderr[-3000:]
     assert (
         f"sensorstream: routing version 1, line 8, route 'copy', key 'topic': 't.{unique}.raw' "

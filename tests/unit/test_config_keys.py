@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from sensorstream.errors import ConfigError
 from sensorstream.settings import ConnectionSettings
 from sinks.settings import SinkSettings
 from stream_apps.settings import RouterSettings
+from tests.processes import sensorstream_cli
 
 UNREACHABLE = "127.0.0.1:1"
 
@@ -30,14 +30,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "SCHEMA_REGISTRY_URL": "http://127.0.0.1:1",
         "SENSORSTREAM_ROUTER_RETRY_BUDGET_S": "5",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "sensorstream", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return sensorstream_cli(env, *args, cwd=cwd)
 
 
 CASES = {
