@@ -30,6 +30,7 @@ from pathlib import Path
 
 from infra.local_stack import pipeline
 from infra.local_stack.dedicated_kafka import BrokerBounce, DedicatedKafka
+from infra.local_stack.exactly_once import audit_findings
 from infra.local_stack.kafka_probe import KafkaProbe
 from infra.local_stack.lake_expectation import TableCheck, compare, expected_rows, landed_rows
 from infra.local_stack.snapshot import Snapshot, take_snapshot
@@ -94,10 +95,12 @@ class ChaosResult:
     phases: dict[str, float]
     self_exits: list[str] = field(default_factory=list)  # stages that exited on their own
     drained: bool = True
+    audit: list[str] | None = None  # `sensorstream audit`'s discrepancies (None: not run)
 
     @property
     def ok(self) -> bool:
-        return self.drained and bool(self.checks) and all(c.ok for c in self.checks)
+        audited = self.audit is not None and not self.audit
+        return self.drained and bool(self.checks) and all(c.ok for c in self.checks) and audited
 
     def report(self) -> str:
         p = self.plan
@@ -112,6 +115,15 @@ class ChaosResult:
             *(f"  {e.at_s:7.1f} s  {e.what}" for e in self.events),
             "tables:",
             *(f"  {c.describe()}" for c in self.checks),
+            "audit: "
+            + (
+                "not run"
+                if self.audit is None
+                else "EXACT"
+                if not self.audit
+                else f"{len(self.audit)} discrepancies"
+            ),
+            *(f"  {line}" for line in (self.audit or [])[:20]),
             "phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items()),
             f"verdict: {'OK' if self.ok else 'FAILED'}"
             + ("" if self.drained else " (the pipeline did not drain in time)"),
@@ -253,11 +265,30 @@ class ChaosRun:
         expected = expected_rows(self.nodes, ROUTES_FILE)
         landed = landed_rows(self.lake_uri, self.storage_options, expected, self.registry_url)
         checks = compare(expected, landed)
+        self._note("auditing the lake against the producers' checkpoints (sensorstream audit)")
+        audited = self._audit(kafka_config)
         self._phase("check", began)
         written = {n.node_id: max_rowid(n.db) for n in self.nodes}
         return ChaosResult(
-            plan, kills, self.events, written, checks, self.phases, self.self_exits, drained
+            plan,
+            kills,
+            self.events,
+            written,
+            checks,
+            self.phases,
+            self.self_exits,
+            drained,
+            audited,
         )
+
+    def _audit(self, kafka_config: dict[str, str]) -> list[str]:
+        """`sensorstream audit`'s findings over the whole lake: after a drained run there is
+        nothing in flight, so every finding breaks exactly-once."""
+        from audit.run import audit_lake, open_lake
+
+        tables = open_lake(self.lake_uri, self.storage_options)
+        report = audit_lake(self.lake_uri, tables, kafka_config, pipeline.CHECKPOINTS)
+        return audit_findings(report, None).findings
 
     def _run(
         self, sup: Supervisor, probe: KafkaProbe, kills: list[Kill], broker_restarts: list[float]

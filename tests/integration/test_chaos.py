@@ -73,3 +73,5 @@ def test_exactly_once_through_kill_9_and_a_broker_restart(
     assert raw.expected == sum(result.written.values()) > 0
     failed = [c.describe() for c in result.checks if not c.ok]
     assert not failed, f"seed {seed}:\n" + "\n".join(failed)
+    # The operators' check says the same: `sensorstream audit` finds the lake exact.
+    assert result.audit == [], f"seed {seed}: sensorstream audit:\n" + "\n".join(result.audit or [])
