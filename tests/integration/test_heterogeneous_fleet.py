@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from audit.run import audit_lake, open_lake
 from producers.simulator import create_readings_table
 from producers.tailer import EdgeTailer
 from schemas.registry import SchemaRegistry
@@ -152,6 +153,15 @@ def test_nodes_of_different_shapes_land_in_the_same_tables_once(
     # Only the readings the schematized route's validation refuses (out of range), per node
     # and round: nothing went to the dead letters because of its shape.
     assert sorted(Counter(row["stage"] for row in dead).items()) == [("router", 2 * len(NODES))]
+
+    # The operators' check agrees: every node's checkpoint adds up, nothing doubled.
+    report = audit_lake(
+        lake, open_lake(lake, {}), connection.kafka_client_config(), f"t.{unique}.ckpt"
+    )
+    assert report.exit_code == 0, report.to_json()
+    assert {(t.node_id, t.rows_sent, t.in_raw) for t in report.tallies} == {
+        (node, 2 * len(READINGS), 2 * len(READINGS)) for node in NODES
+    }
 
 
 def test_routing_rules_may_name_a_column_the_latest_version_lacks(connection, unique):
