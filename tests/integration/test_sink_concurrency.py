@@ -302,7 +302,7 @@ SUMMARY = re.compile(r"landed (\d+) rows in (\d+) commits")
 def test_two_processes_append_to_one_s3_table_without_losing_a_commit(
     kafka, schema_registry, s3, s3_bucket, unique
 ):
-    per_process = 4_000
+    per_process = 12_000  # long enough that the two runs overlap even if one joins late
     lake_uri, options = f"s3://{s3_bucket}/{unique}/lake", s3.storage_options()
     # Two sinks of their own (group, topic, prefix) whose route "raw" maps to the same table.
     sides = {"a": f"{unique}a", "b": f"{unique}b"}
