@@ -3,8 +3,10 @@ exactly once or in the producer's dead letters (with its reason), never both, ne
 
 The lake is read for this node only, column-pruned; the database is opened read-only, so the
 check runs on a live edge node. Rows after the producer's checkpoint are not yet sent (the
-producer is behind, or stopped): they are counted, not reported. Rowids the lake holds that the
-database no longer has were pruned at the edge after shipping: counted, not reported.
+producer is behind, or stopped), and rows a stage still holds are in flight (`audit.in_flight`):
+both are counted, not reported, unless the pipeline is said to be settled. Rowids the lake
+holds that the database no longer has were pruned at the edge after shipping: counted, not
+reported.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from audit.findings import SAMPLE, AuditReport
+from audit.in_flight import InFlight
 from audit.lake import DEAD_LETTERS, NODE, RAW, ROUTING_VERSION, ROWID, TABLE, LakeTable
 from schemas.sqlite_columns import quote_identifier, user_tables
 
@@ -61,6 +64,8 @@ class EdgeTally:
     route_checked: int = 0  # raw rows whose routes were checked against the routed tables
     route_unknown_version: int = 0  # raw rows without a routing version the audit knows
     route_dead_letters: dict[str, int] = field(default_factory=dict)  # route -> rows
+    in_flight: int = 0  # sent, in neither raw nor the dead letters yet, but held by a stage
+    route_in_flight: int = 0  # rows not yet in a routed table that selects them, held by a stage
 
 
 def source_rowids(db: Path, table: str | None) -> dict[str, list[int]]:
@@ -135,6 +140,7 @@ def _check_routes(
     rowids: set[int],
     routing: Routing,
     tally: EdgeTally,
+    in_flight: InFlight | None,
 ) -> list[EdgeRow]:
     """Each raw row of these rowids is in each routed table exactly when the rules of the
     routing version that routed it (its `_routing_version`) select it."""
@@ -167,7 +173,14 @@ def _check_routes(
             tally.route_dead_letters[route] = tally.route_dead_letters.get(route, 0) + 1
         for table_name, copies in routed.items():
             n = copies.get(rowid, 0)
-            if table_name in selected and n != 1:
+            late = n == 0 and in_flight is not None
+            if (
+                table_name in selected
+                and late
+                and in_flight.holds((node_id, name, rowid), [table_name])
+            ):
+                tally.route_in_flight += 1
+            elif table_name in selected and n != 1:
                 what = "missing from" if n == 0 else f"{n} times in"
                 problem = f"{what} {table_name}, which routing version {version} selects it for"
                 found.append(EdgeRow(node_id, name, rowid, problem))
@@ -187,10 +200,12 @@ def audit_edge(
     node_id: str,
     table: str | None,
     routing: Routing | None = None,
+    in_flight: InFlight | None = None,
 ) -> list[EdgeTally]:
     """Check every source row of `db` against the lake; findings go to `report.edge`.
 
-    With `routing`, each row of raw is also checked in every routed table.
+    With `routing`, each row of raw is also checked in every routed table; `in_flight` tells
+    rows still on their way from missing ones.
     """
     by_name = {t.name: t for t in tables}
     raw, dlq = by_name.get(RAW), by_name.get(DEAD_LETTERS)
@@ -203,11 +218,16 @@ def audit_edge(
         last = tally.last_rowid if tally is not None and tally.last_rowid is not None else None
         checked = [r for r in rowids if last is None or r <= last]
         found: list[EdgeRow] = []
+        held = 0
         for rowid in checked:
             copies, dead = landed.get(rowid, 0), letters.get(rowid, [])
             if copies == 1 and not dead:
                 continue
             if copies == 0 and len(dead) == 1:
+                continue
+            key = (node_id, name, rowid)
+            if not (copies or dead) and in_flight and in_flight.holds(key, (RAW, DEAD_LETTERS)):
+                held += 1
                 continue
             if copies == 0 and not dead:
                 problem = "missing: neither in raw nor in the dead letters"
@@ -230,9 +250,12 @@ def audit_edge(
             not_yet_sent=len(rowids) - len(checked),
             pruned_at_edge=sum(1 for r in landed if r not in present),
             dead_letter_reasons=dict(reasons),
+            in_flight=held,
         )
         if routing is not None and raw is not None:
-            found += _check_routes(tables, node_id, name, set(checked), routing, edge_tally)
+            found += _check_routes(
+                tables, node_id, name, set(checked), routing, edge_tally, in_flight
+            )
         report.edge_count += len(found)
         room = SAMPLE - len(report.edge)
         report.edge.extend(found[: max(room, 0)])

@@ -28,6 +28,7 @@ from audit.findings import (
     Span,
     Tally,
 )
+from audit.in_flight import InFlight
 from audit.lake import (
     DEAD_LETTER_COLUMNS,
     DEAD_LETTERS,
@@ -195,7 +196,8 @@ def _with_keys_cast(data: pa.Table) -> pa.Table:
 
 
 class LakeAudit:
-    """Runs the lake checks over opened tables; `checkpoints` None means none were read."""
+    """Runs the lake checks over opened tables; `checkpoints` None means none were read;
+    `in_flight` (None: not read) tells rows still on their way from rows missing."""
 
     def __init__(
         self,
@@ -203,8 +205,11 @@ class LakeAudit:
         tables: list[LakeTable],
         checkpoints: dict[tuple[str, str], SentRows] | None,
         unreadable_checkpoints: list[str] | None = None,
+        in_flight: InFlight | None = None,
+        settled: bool = False,
     ) -> None:
         self.lake_uri = lake_uri
+        self.in_flight = in_flight
         self.by_name = {t.name: t for t in tables}
         self.raw = self.by_name.get(RAW)
         self.dlq = self.by_name.get(DEAD_LETTERS)
@@ -215,6 +220,8 @@ class LakeAudit:
             tables={t.name: t.version for t in tables},
             unreadable_checkpoints=list(unreadable_checkpoints or []),
             checkpoints_read=checkpoints is not None,
+            in_flight_read=in_flight is not None,
+            settled=settled,
         )
 
     def run(self) -> AuditReport:
@@ -376,8 +383,9 @@ class LakeAudit:
         self.report.tallies = tallies
 
     def _missing_ranges(self, short: list[Tally], dead_keys: pa.Table) -> None:
-        """Rowids of 1..checkpoint that neither raw nor the dead letters hold, as ranges: one
-        more pass over raw, for the nodes that are short only."""
+        """Rowids of 1..checkpoint that neither raw nor the dead letters hold, as ranges, and of
+        them those still in flight, counted apart: one more pass over raw, for the nodes that
+        are short only."""
         nodes = sorted({t.node_id for t in short})
         wanted = pa.array(nodes, pa.string())
         held = [dead_keys.filter(pc.is_in(dead_keys[NODE], wanted))]
@@ -395,7 +403,16 @@ class LakeAudit:
                 )
             )
             present = pc.unique(mine[ROWID]).sort().to_pylist()
-            tally.missing_ranges = gaps(present, tally.last_rowid or 0)[:MAX_RANGES]
+            last = tally.last_rowid or 0
+            if self.in_flight is not None:
+                # Sent rows a stage still holds on their way to raw or the dead letters.
+                held = self.in_flight.rowids(tally.node_id, tally.source_table, (RAW, DEAD_LETTERS))
+                held = {r for r in held if 1 <= r <= last} - set(present)
+                tally.in_flight = min(len(held), tally.missing)
+                tally.missing -= tally.in_flight
+                present = sorted(set(present) | held)
+            if tally.missing:
+                tally.missing_ranges = gaps(present, last)[:MAX_RANGES]
 
 
 def gaps(present: list[int], last: int) -> list[tuple[int, int]]:

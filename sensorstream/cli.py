@@ -332,10 +332,11 @@ def _vacuum_command(args: argparse.Namespace) -> int:
 
 
 def _audit_command(args: argparse.Namespace) -> int:
-    """Exit 0 when the lake is exact, 1 when the audit found discrepancies (each listed)."""
-    from audit.lake import LakeNotFound
+    """Exit 0 when the lake is exact (rows in flight aside, unless --settled), 1 when the
+    audit found discrepancies (each listed)."""
+    from audit.lake import LakeNotFound, discover_tables
     from audit.report import print_json, print_summary
-    from audit.run import audit_lake, open_lake
+    from audit.run import audit_lake, open_lake, read_pipeline
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.topics import PRODUCER_CHECKPOINTS
 
@@ -351,25 +352,58 @@ def _audit_command(args: argparse.Namespace) -> int:
     )
     lake = connection.lake_uri
     try:
-        tables = open_lake(lake, connection.storage_options())
+        discover_tables(lake, connection.storage_options())
     except LakeNotFound:
         raise ConfigError(
             f"audit: no lake at {lake}: give the lake's URI with --lake or "
             "SENSORSTREAM_LAKE_URI (a local path or s3://bucket/prefix)"
         ) from None
-    kafka = None if args.no_checkpoints else connection.kafka_client_config()
     topic = args.checkpoint_topic or PRODUCER_CHECKPOINTS
-    report = audit_lake(lake, tables, kafka, topic)
+    pipeline = None
+    if not args.no_checkpoints:
+        # Before the tables are opened: what was sent, then what is still on its way.
+        stages = None if args.no_in_flight else _in_flight_stages(args, connection)
+        pipeline = read_pipeline(
+            connection.kafka_client_config(), topic, connection.schema_registry_config(), stages
+        )
+    tables = open_lake(lake, connection.storage_options())
+    report = audit_lake(lake, tables, None, topic, pipeline=pipeline, settled=args.settled)
     if args.sqlite is not None:
         from audit.edge import EdgeUsageError, audit_edge
 
         routing = None if args.no_checkpoints else _routing_decisions(args, connection, tables)
+        in_flight = None if pipeline is None else pipeline.in_flight
         try:
-            audit_edge(report, tables, args.sqlite, args.node_id, args.table, routing)
+            audit_edge(report, tables, args.sqlite, args.node_id, args.table, routing, in_flight)
         except EdgeUsageError as exc:
             raise ConfigError(f"audit: {exc}") from None
     (print_json if args.json else print_summary)(report, sys.stdout)
     return report.exit_code
+
+
+def _in_flight_stages(args: argparse.Namespace, connection):
+    """Where rows wait on their way to the lake: the router group on its input topic, the sink
+    group on each topic it lands (the same settings the router and the sink read)."""
+    from audit.in_flight import pipeline_stages
+    from sensorstream.settings import load_settings
+    from sensorstream.topics import READINGS
+    from sinks.settings import SinkSettings
+    from sinks.tables import target_for
+    from stream_apps.settings import RouterSettings
+
+    router = load_settings(RouterSettings, config_file=args.config, section="router")
+    sink = load_settings(SinkSettings, config_file=args.config, section="sink")
+    prefix = args.topic_prefix if args.topic_prefix is not None else sink.topic_prefix
+    sink = sink.model_copy(update={"topic_prefix": prefix})
+    lake = connection.lake_uri
+    return pipeline_stages(
+        input_topic=args.input_topic or READINGS,
+        router_group=router.consumer_group,
+        sink_topics=sink.topics,
+        sink_group=sink.consumer_group,
+        dead_letter_topic=sink.dead_letter_topic,
+        table_of=lambda topic: target_for(topic, sink, lake).name,
+    )
 
 
 def _routing_decisions(args: argparse.Namespace, connection, tables):
@@ -580,6 +614,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-checkpoints",
         action="store_true",
         help="audit the lake alone, without the broker (no per-node counts of rows sent)",
+    )
+    audit.add_argument(
+        "--settled",
+        action="store_true",
+        help="the pipeline is stopped or drained: rows still in flight or not yet sent are "
+        "findings (exit 1); for CI and after a drain",
+    )
+    audit.add_argument(
+        "--no-in-flight",
+        action="store_true",
+        help="do not read what the router and sink groups have not committed yet: every "
+        "absent row is then reported as missing",
+    )
+    audit.add_argument(
+        "--input-topic",
+        metavar="TOPIC",
+        help="the router's input, for rows in flight (default: usual)",
     )
     audit.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
     audit.set_defaults(handler=_audit_command)

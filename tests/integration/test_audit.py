@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from infra.local_stack.audit_cli import findings, run_audit
 from producers.tailer import EdgeTailer
 from sensorstream.cli import main
 from sinks.app import DeltaSink
@@ -25,6 +26,7 @@ from tests.integration.test_router import (
     write_node,
 )
 from tests.integration.test_sink import sink_settings
+from tests.lake_audit import assert_exactly_once, fleet_env, fleet_flags
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +206,42 @@ def test_a_lake_that_is_not_there_is_bad_usage(tmp_path, capsys):
     code = main(["audit", "--lake", str(tmp_path / "nowhere"), "--no-checkpoints"])
     assert code == 2
     assert "no lake at" in capsys.readouterr().err
+
+
+def test_rows_on_their_way_are_in_flight_not_missing_until_the_pipeline_is_settled(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """A running fleet: rows the producer sent that the router, then the sink, have not yet
+    passed on are counted in flight, not missing (exit 0); `--settled` (a drained pipeline, as
+    in CI) makes them findings; once landed they are neither."""
+    run_pipeline(tmp_path, connection, unique)
+    env, flags = fleet_env(connection, unique), fleet_flags(unique)
+    db = tmp_path / "edge-b.db"
+    write_node(db, "edge-b")  # six more readings, sent but not routed
+    sent = EdgeTailer(fleet_node_settings(db, "edge-b", NODES["edge-b"], unique), connection).run()
+    assert sent.rows == len(READINGS)
+
+    running = run_audit(env, *flags)
+    assert running["exit_code"] == 0, findings(running)
+    tally = next(t for t in running["tallies"] if t["node_id"] == "edge-b")
+    assert (tally["rows_sent"], tally["in_raw"]) == (2 * len(READINGS), len(READINGS))
+    assert (tally["in_flight"], tally["missing"]) == (len(READINGS), 0)
+    assert running["in_flight"] == len(READINGS) and running["exact"]
+
+    settled = run_audit(env, *flags, "--settled")
+    assert settled["exit_code"] == 1 and settled["discrepancies"] == len(READINGS)
+    assert "edge-b/sensor_readings: 6 rows sent, still in flight" in findings(settled)
+
+    # Routed, not yet landed: on their way in the routed topics, past the sink's offsets.
+    RouterApp(router_settings(routing_file(tmp_path, unique), unique), connection).run()
+    edge = run_audit(env, *flags, sqlite=db, node_id="edge-b")
+    assert edge["exit_code"] == 0, findings(edge)
+    [rows] = edge["edge_tallies"]
+    assert (rows["source_rows"], rows["in_raw"], rows["in_flight"]) == (12, 6, 6)
+
+    settings = sink_settings(unique).model_copy(
+        update={"topics": json.loads(env["SENSORSTREAM_SINK_TOPICS"])}
+    )
+    DeltaSink(settings, connection).run()
+    [landed] = assert_exactly_once(env, flags, {"edge-b": db})
+    assert landed["in_flight"] == 0
