@@ -170,6 +170,7 @@ class DeltaSink:
                     target,
                     self.storage_options,
                     checkpoint_interval=self.settings.checkpoint_interval,
+                    log_retention_hours=self.settings.log_retention_hours,
                     retry_budget_s=self.settings.retry_budget_s,
                     stop=self.stop,
                 )

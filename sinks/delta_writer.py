@@ -33,6 +33,7 @@ from sensorstream.errors import PipelineError
 from sinks.compatibility import conflicts
 from sinks.landing import s3_filesystem
 from sinks.retry import RetryBudget
+from sinks.table_log import DEFAULT_LOG_RETENTION_HOURS, adopt, log_properties
 from sinks.tables import TableTarget, app_id
 
 log = logging.getLogger("sensorstream.sink")
@@ -76,10 +77,15 @@ class DeltaTableWriter:
         checkpoint_interval: int = 100,
         retry_budget_s: float = 300.0,
         stop: threading.Event | None = None,
+        log_retention_hours: float = DEFAULT_LOG_RETENTION_HOURS,
     ) -> None:
         self.target = target
         self.storage_options = storage_options or None
         self.checkpoint_interval = checkpoint_interval
+        self.log_properties = log_properties(checkpoint_interval, log_retention_hours)
+        """Given to the table when this writer creates it, and to an older table lacking them
+        when this writer first opens it (`sinks.table_log`)."""
+        self._adopted = False
         self.retry_budget_s = retry_budget_s
         self.stop = stop or threading.Event()
         self._retry = RetryBudget(retry_budget_s, is_transient, self.stop)
@@ -123,10 +129,26 @@ class DeltaTableWriter:
                 self._table = DeltaTable(self.target.uri, storage_options=self.storage_options)
             except TableNotFoundError:
                 return None
+            if not self._adopted:
+                self._adopt_log_properties(self._table)
             self._opened_version = self._table.version()
         else:
             self._table.update_incremental()
         return self._table
+
+    def _adopt_log_properties(self, table: DeltaTable) -> None:
+        """Give a table that lacks them (created by an earlier release, or by another tool) the
+        log settings, once per writer. The metadata commit may lose a race with another
+        writer's commit: re-read and try again (that writer may have set them meanwhile)."""
+        for conflict_attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                adopt(table, self.log_properties)
+                break
+            except CommitFailedError:
+                if conflict_attempt == CONFLICT_ATTEMPTS:
+                    raise
+                table.update_incremental()
+        self._adopted = True
 
     def _reopen_after_checkpoint(self) -> None:
         """Let the next refresh open the table afresh once a checkpoint has been written.
@@ -295,11 +317,7 @@ class DeltaTableWriter:
                 partition_by=self.partition_by,
                 schema_mode="merge",
                 storage_options=self.storage_options if table is None else None,
-                configuration=(
-                    {"delta.checkpointInterval": str(self.checkpoint_interval)}
-                    if table is None
-                    else None
-                ),
+                configuration=self.log_properties if table is None else None,
                 commit_properties=CommitProperties(
                     app_transactions=self._advancing(last_offsets, versions),
                     custom_metadata={COMMIT_ID: commit_id},

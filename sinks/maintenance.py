@@ -280,7 +280,7 @@ def checkpoint(uri: str, storage_options: dict[str, str] | None) -> int:
     def attempt() -> int:
         table = _load(uri, storage_options)
         table.create_checkpoint()
-        table.cleanup_metadata()  # only logs older than delta.logRetentionDuration (30 days)
+        table.cleanup_metadata()  # only logs older than the table's delta.logRetentionDuration
         return table.version()
 
     return _retrying("checkpointing", uri, attempt)

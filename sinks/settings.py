@@ -11,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorstream.metrics import SINK_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
+from sinks.table_log import DEFAULT_LOG_RETENTION_HOURS
 
 ROUTED_TOPICS = [
     "sensors.raw",
@@ -65,6 +66,13 @@ class SinkSettings(LayeredSettings):
         True, description="write a batch on a worker thread while consuming the next"
     )
     checkpoint_interval: int = Field(100, ge=1, description="Delta checkpoint every N commits")
+    log_retention_hours: float = Field(
+        DEFAULT_LOG_RETENTION_HOURS,
+        ge=0,
+        description="delta.logRetentionDuration of the tables the sink creates (and of older "
+        "tables that set none): commit files and checkpoints older than this are deleted after "
+        "each checkpoint; a reader (a Databricks stream, time travel) further behind fails",
+    )
     retry_budget_s: float = Field(
         300.0,
         gt=0,

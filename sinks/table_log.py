@@ -1,0 +1,76 @@
+"""The Delta log settings every sink table carries, and giving them to tables that lack them.
+
+A sink table commits every second or few, tens of thousands of times a day. Two table
+properties keep its `_delta_log` small without any job of ours:
+
+* `delta.checkpointInterval`: the commit that lands on a version v with (v + 1) % interval == 0
+  also writes a checkpoint (delta-rs's post-commit hook; every writer runs it: both sinks of a
+  table, the compaction's OPTIMIZE and lease commits). A reader starts from the checkpoint.
+* `delta.logRetentionDuration`: right after writing a checkpoint, the same hook deletes commit
+  files and older checkpoints whose objects are older than the retention, keeping the newest
+  checkpoint at or before that age and every commit after it, so each version younger than the
+  retention can still be read (`delta.enableExpiredLogCleanup`, true unless set to false).
+
+Cleanup never loses the sink's txn versions: every checkpoint carries the txn action of each
+app id (one per topic-partition), so the versions live on in the checkpoint when the commits
+that set them are deleted. `delta.setTransactionRetentionDuration` drops only txn actions with an
+older update time from checkpoints; the sink's carry none, so an idle partition's stays.
+
+The default retention, 7 days, is the vacuum retention (`sinks.maintenance`): a reader more
+than 7 days behind (a Databricks stream stopped that long, a time-travel query) has lost data
+files to vacuum already, so keeping the log longer buys no reader anything, while shorter
+would let log cleanup, not vacuum, be what breaks a stream paused over a long weekend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from deltalake import DeltaTable
+
+log = logging.getLogger("sensorstream.sink")
+
+DEFAULT_LOG_RETENTION_HOURS = 168.0
+"""7 days: the same as vacuum's retention (see the module docstring for why)."""
+
+CHECKPOINT_INTERVAL = "delta.checkpointInterval"
+LOG_RETENTION = "delta.logRetentionDuration"
+
+
+def retention_interval(hours: float) -> str:
+    """`hours` as a Delta interval string that Spark and delta-rs both parse (whole units only:
+    "interval 7 days", "interval 36 hours", "interval 90 seconds")."""
+    seconds = round(hours * 3600)
+    if seconds and seconds % 86400 == 0:
+        return f"interval {seconds // 86400} days"
+    if seconds and seconds % 3600 == 0:
+        return f"interval {seconds // 3600} hours"
+    return f"interval {seconds} seconds"
+
+
+def log_properties(checkpoint_interval: int, log_retention_hours: float) -> dict[str, str]:
+    """The properties the sink gives each table it creates (and each older table lacking them)."""
+    return {
+        CHECKPOINT_INTERVAL: str(checkpoint_interval),
+        LOG_RETENTION: retention_interval(log_retention_hours),
+    }
+
+
+def missing(configuration: Mapping[str, str | None], wanted: Mapping[str, str]) -> dict[str, str]:
+    """The `wanted` properties a table's `configuration` does not set at all.
+
+    A value that is set, even to something else, is the operator's choice and stays.
+    """
+    return {key: value for key, value in wanted.items() if configuration.get(key) is None}
+
+
+def adopt(table: DeltaTable, wanted: Mapping[str, str]) -> dict[str, str]:
+    """Set the `wanted` properties `table` lacks, in one metadata-only commit (no data file is
+    rewritten); returns what was set. A table created by an earlier release, which set only
+    the checkpoint interval, keeps every commit file until it gains a retention here."""
+    lacking = missing(table.metadata().configuration, wanted)
+    if lacking:
+        table.alter.set_table_properties(lacking, raise_if_not_exists=False)
+        log.info("table %s: set %s", table.table_uri, lacking)
+    return lacking
