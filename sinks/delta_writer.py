@@ -35,6 +35,7 @@ from sinks.landing import s3_filesystem
 from sinks.retry import RetryBudget
 from sinks.table_log import DEFAULT_LOG_RETENTION_HOURS, adopt, log_properties
 from sinks.tables import TableTarget, app_id
+from sinks.txn_versions import TxnVersions
 
 log = logging.getLogger("sensorstream.sink")
 
@@ -93,6 +94,10 @@ class DeltaTableWriter:
         self._opened_version = -1
         """The table's version when `_table` was opened (see `_reopen_after_checkpoint`)."""
         self._failed: PipelineError | None = None
+        self._txns = TxnVersions(self._log_entry)
+        self._fs: pafs.FileSystem | None = None
+        self._just_read = False
+        """Set by `misfits`: the table was just brought up to date, the next write need not."""
         # The dead-letter table's writer is shared by every table's flush thread.
         self._lock = threading.Lock()
         self.commits = 0
@@ -183,6 +188,7 @@ class DeltaTableWriter:
         """
         with self._lock:
             table = self._load()
+            self._just_read = True
         if table is None:
             return []
         return conflicts(schema, pa.schema(table.schema().to_arrow()), "the table")
@@ -191,16 +197,19 @@ class DeltaTableWriter:
         """The last offset of `topic`/`partition` this table holds, or None."""
         with self._lock:
             table = self._load()
-            return None if table is None else table.transaction_version(app_id(topic, partition))
+            if table is None:
+                return None
+            key = app_id(topic, partition)
+            return self._txns.versions(table, [key])[key]
 
-    @staticmethod
     def _versions(
-        table: DeltaTable | None, pairs: list[tuple[str, int]]
+        self, table: DeltaTable | None, pairs: list[tuple[str, int]]
     ) -> dict[tuple[str, int], int | None]:
         """The table's txn version (last offset it holds) of each topic-partition in `pairs`."""
         if table is None:
             return dict.fromkeys(pairs)
-        return {(t, p): table.transaction_version(app_id(t, p)) for t, p in pairs}
+        known = self._txns.versions(table, [app_id(t, p) for t, p in pairs])
+        return {(t, p): known[app_id(t, p)] for t, p in pairs}
 
     @staticmethod
     def _unwritten(data: pa.Table, versions: dict[tuple[str, int], int | None]) -> pa.Table:
@@ -260,7 +269,9 @@ class DeltaTableWriter:
         parsed = urlparse(self.target.uri)
         name = f"_delta_log/{version:020d}.json"
         if parsed.scheme in ("s3", "s3a"):
-            fs = s3_filesystem(self.storage_options)
+            if self._fs is None:
+                self._fs = s3_filesystem(self.storage_options)
+            fs = self._fs
             path = f"{parsed.netloc}{parsed.path.rstrip('/')}/{name}"
         elif parsed.scheme in ("", "file"):
             fs = pafs.LocalFileSystem()
@@ -269,6 +280,21 @@ class DeltaTableWriter:
             fs, path = pafs.FileSystem.from_uri(f"{self.target.uri.rstrip('/')}/{name}")
         with fs.open_input_stream(path) as stream:
             return stream.read()
+
+    def _latest(self, first_attempt: bool) -> DeltaTable | None:
+        """The table to commit on: as `misfits` just read it for this batch's first attempt,
+        else read again.
+
+        Reading the table costs two object-store requests and a log replay, and a batch's
+        schemas are checked (`misfits`) right before it is written, so the first attempt
+        commits on that read. Nothing is lost by it: a commit that another writer got in
+        before is caught by delta-rs's conflict check (the same txn app ids) and retried on
+        a fresh read, exactly as one landing between a read here and the commit would be.
+        """
+        just_read, self._just_read = self._just_read, False
+        if first_attempt and just_read and self._table is not None:
+            return self._table
+        return self._refresh()
 
     def write(self, data: pa.Table, last_offsets: dict[tuple[str, int], int]) -> int:
         """Append the rows of `data` not yet in the table; returns the rows written.
@@ -299,17 +325,19 @@ class DeltaTableWriter:
             raise AssertionError("unreachable")
 
         def commit() -> int:
-            table = self._refresh()
+            table = self._latest(first_attempt=not tried)
             if tried and table is not None:
                 landed = self._committed_rows(table, commit_id, tried[-1])
                 if landed is not None:
                     log.info("commit to %s had landed although it failed", self.target.uri)
+                    self._txns.forget()
                     return landed
             versions = self._versions(table, pairs)
             fresh = self._unwritten(data, versions)
             if fresh.num_rows == 0:
                 return 0
             tried.append((-1 if table is None else table.version(), fresh.num_rows))
+            advancing = self._advancing(last_offsets, versions)
             write_deltalake(
                 table if table is not None else self.target.uri,
                 fresh,
@@ -319,10 +347,12 @@ class DeltaTableWriter:
                 storage_options=self.storage_options if table is None else None,
                 configuration=self.log_properties if table is None else None,
                 commit_properties=CommitProperties(
-                    app_transactions=self._advancing(last_offsets, versions),
+                    app_transactions=advancing,
                     custom_metadata={COMMIT_ID: commit_id},
                 ),
             )
+            if table is not None:  # now at the version it committed
+                self._txns.committed(table.version(), {t.app_id: t.version for t in advancing})
             return fresh.num_rows
 
         written = self._retrying("writing", attempt)
