@@ -9,7 +9,7 @@ SYNC := .venv/.synced
 help:
 	@echo "make demo        run the pipeline on the local stack, with a summary"
 	@echo "make test        run every test (starts the local stack when needed)"
-	@echo "make lint        ruff lint and format check"
+	@echo "make lint        ruff lint and format check, and the import contracts"
 	@echo "make stack-up    start Kafka, schema registry and S3 server as local processes"
 	@echo "make stack-down  stop them"
 
@@ -35,6 +35,7 @@ test: bootstrap system-deps
 lint: bootstrap
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports --no-cache
 
 format: bootstrap
 	$(UV) run ruff check --fix .

@@ -22,22 +22,17 @@ import types
 import typing
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     ValidationError,
 )
 
 from sensorstream.config_file import YamlDocument, read_yaml_text
 from sensorstream.errors import ConfigError
-from sensorstream.topics import DEAD_LETTERS, READINGS, internal_topics
+from sensorstream.topics import internal_topics
+from stream_apps.routing.document import Alert, Route, RoutingConfig, Transform, Validation
 from stream_apps.routing.engine import (
     CompiledAlert,
     CompiledRoute,
@@ -68,56 +63,7 @@ __all__ = [
     "parse_routing",
 ]
 
-ROUTE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
-"""Route names become lake paths (`<lake>/<route>`) and Avro record-name suffixes."""
-ALERT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-
 Loc = tuple[str | int, ...]
-_FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Validation(_Strict):
-    """Rules of a strict route: a record breaking any of them goes to the DLQ, not the route."""
-
-    required: list[StrictStr] = []
-    ranges: dict[str, tuple[_FiniteFloat, _FiniteFloat]] = {}
-    types: dict[str, Literal["number", "integer", "string", "boolean"]] = {}
-    allowed: dict[str, list[StrictBool | StrictInt | StrictFloat | StrictStr]] = {}
-
-
-class Transform(_Strict):
-    round: dict[str, Annotated[int, Field(ge=0, le=15)]] = {}
-    drop: list[StrictStr] = []
-    hash: list[StrictStr] = []
-    salt_env: StrictStr | None = None
-
-
-class Alert(_Strict):
-    name: Annotated[str, Field(pattern=ALERT_NAME_PATTERN)]
-    when: StrictStr
-    severity: Literal["info", "warning", "critical"]
-
-
-class Route(_Strict):
-    name: Annotated[str, Field(pattern=ROUTE_NAME_PATTERN)]
-    topic: StrictStr
-    where: StrictStr | None = None
-    # `validate` is a BaseModel method; the field keeps the file's key through the alias.
-    validation: Validation | None = Field(default=None, alias="validate")
-    transform: Transform | None = None
-    alerts: list[Alert] | None = None
-    passthrough: StrictBool | None = None
-
-
-class RoutingConfig(_Strict):
-    version: Literal[1]
-    input: StrictStr = READINGS
-    dead_letter_topic: StrictStr = DEAD_LETTERS
-    routes: list[Route] = Field(min_length=1)
 
 
 def content_hash(text: str) -> str:

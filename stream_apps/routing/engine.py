@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from stream_apps.routing.document import RoutingConfig
 from stream_apps.routing.expressions import EvaluationError, Expression
 from stream_apps.routing.output_schema import (
     MATCHED_RULES_FIELD,
@@ -26,9 +27,6 @@ from stream_apps.routing.output_schema import (
 from stream_apps.routing.topic_names import TopicTemplate, UnsafeTopic
 from stream_apps.routing.transforms import Transformer
 from stream_apps.routing.validation import RuleFailure, Validator
-
-if TYPE_CHECKING:
-    from stream_apps.routing.config import RoutingConfig
 
 SEVERITIES = ("info", "warning", "critical")
 WHERE_RULE = "where"
