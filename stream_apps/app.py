@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quixstreams import Application, message_context
 from quixstreams.sinks import BaseSink
@@ -35,10 +35,18 @@ from stream_apps.expired import ExpiredReporter
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.once import ReadToEnd, input_exists
 from stream_apps.outputs import OutputEncoders
+from stream_apps.quixstreams_internals import (
+    checkpoint_producer,
+    processing_context,
+    skip_signal_handlers,
+)
 from stream_apps.reconnect import Outage, outage_error
 from stream_apps.router import ActiveRouting, MessageRouter
 from stream_apps.routing.config import CompiledRouting, content_hash, parse_routing
 from stream_apps.settings import RouterSettings
+
+if TYPE_CHECKING:
+    from quixstreams.processing import ProcessingContext
 
 log = logging.getLogger("sensorstream.router")
 
@@ -134,6 +142,7 @@ class RouterApp:
         self.control = RoutingControl(self.kafka_config, settings.control_topic)
         self.expired = ExpiredReporter(self.kafka_config, self.metrics)
         self.app: Application | None = None
+        self.context: ProcessingContext | None = None  # the app's, set with it by build()
         self.router: MessageRouter | None = None
         self.input_topic = ""
         self._stop_requested = threading.Event()
@@ -225,12 +234,17 @@ class RouterApp:
             state_dir=Path(tempfile.gettempdir()) / "sensorstream-router-state",
             loglevel=None,
         )
-        observe_checkpoints(app, self.metrics)
+        sdf = app.dataframe(
+            app.topic(config.input, key_deserializer="bytes", value_deserializer="bytes")
+        )
+        context = processing_context(sdf)
+        observe_checkpoints(context, self.metrics)
         decoder = AvroDecoder(self.registry)
         router = MessageRouter(
             active, decoder, OutputEncoders(self.registry, decoder), config.dead_letter_topic
         )
-        output = CheckpointOutput(app, self.kafka_config, s.output_partitions)
+        producer = checkpoint_producer(context)
+        output = CheckpointOutput(producer, self.kafka_config, s.output_partitions)
         output.ensure((config.dead_letter_topic,))
         send, routed = output.send, self.metrics.routed
 
@@ -240,9 +254,6 @@ class RouterApp:
             routed(outgoing, event_time_s(router.last_event_time))
             send(outgoing, key, timestamp)
 
-        sdf = app.dataframe(
-            app.topic(config.input, key_deserializer="bytes", value_deserializer="bytes")
-        )
         sdf = sdf.update(route_input, metadata=True)
         sdf.filter(_never).sink(_CheckpointBoundary(active))
 
@@ -287,7 +298,8 @@ class RouterApp:
             faults.bad_message,
             report_from=control_log.end,
         )
-        self.app, self.router, self.input_topic = app, router, config.input
+        self.app, self.context, self.router = app, context, router
+        self.input_topic = config.input
         log.info(
             "routing %s with version %d (%d routes), %s",
             config.input,
@@ -356,7 +368,7 @@ class RouterApp:
                         earlier[0] + self.router.routed,
                         earlier[1] + self.router.dead_letters,
                     )
-                self.app = self.router = None
+                self.app = self.context = self.router = None
                 if backoff.wait(self._stop_requested):
                     break
         return RouterResult(
@@ -368,10 +380,12 @@ class RouterApp:
 
     def _run_application(self) -> None:
         app = self.app or self.build()
+        context = self.context
+        assert context is not None  # build() sets it with the app
         if threading.current_thread() is not threading.main_thread():
             # quixstreams installs SIGINT/SIGTERM handlers in run(), which Python allows in
             # the main thread only; a router run in another thread is stopped with stop().
-            app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
+            skip_signal_handlers(app)
         self.watcher.start()
         finished = threading.Event()
         stopper = threading.Thread(
@@ -380,7 +394,9 @@ class RouterApp:
         stopper.start()
         s = self.settings
         ends = (
-            ReadToEnd(app, s.join_timeout_s, self.input_topic, s.consumer_group) if s.once else None
+            ReadToEnd(app, context, s.join_timeout_s, self.input_topic, s.consumer_group)
+            if s.once
+            else None
         )
         try:
             app.run()

@@ -10,11 +10,10 @@ commits the consumer offsets in the same transaction (`send_offsets_to_transacti
 messages produced on it between two checkpoints commit or abort with the offsets of the inputs
 that caused them, as `to_topic` output would.
 
-quixstreams has no public handle on that producer: `Application._producer` (an
-`InternalProducer`) is private. It is looked up once, checked, and a quixstreams without it is
-refused with an error saying so (pyproject pins quixstreams 3.28.x, the version this was
-written against). Delivery failures go to the InternalProducer's own delivery callback, which
-the checkpoint's flush raises before any commit: a checkpoint with a lost message never commits.
+It is the processing context's (public) `producer`; the librdkafka producer under it and its
+delivery callback are private to quixstreams, reached through `quixstreams_internals`. Delivery
+failures go to that callback, which the checkpoint's flush raises before any commit: a
+checkpoint with a lost message never commits.
 """
 
 from __future__ import annotations
@@ -22,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import quixstreams
 from confluent_kafka import Producer
-from quixstreams import Application
-from quixstreams.internal_producer import InternalProducer
 
 from sensorstream.errors import PipelineError
 from sensorstream.topics import TopicSpec, ensure_topics
+from stream_apps.quixstreams_internals import (
+    InternalProducer,
+    delivery_callback,
+    librdkafka_producer,
+)
 from stream_apps.router import Outgoing
 
 BUFFER_FULL_WAIT_S = 0.5
@@ -37,36 +38,15 @@ BUFFER_FULL_WAITS = 120
 """Waits before giving up: a queue still full after a minute means the broker is gone."""
 
 
-class QuixstreamsInternalsChanged(PipelineError):
-    """The installed quixstreams lacks the private producer the router produces through."""
-
-
-def _unsupported(what: str) -> QuixstreamsInternalsChanged:
-    return QuixstreamsInternalsChanged(
-        f"quixstreams {quixstreams.__version__}: {what}. The router produces its outputs "
-        "through the producer of quixstreams' checkpoints (private in quixstreams 3.28, the "
-        "version pinned in pyproject.toml); install quixstreams 3.28.x."
-    )
-
-
-def checkpoint_producer(app: Application) -> InternalProducer:
-    """The producer every checkpoint of `app` begins and commits its transaction on."""
-    producer = getattr(app, "_producer", None)
-    if not isinstance(producer, InternalProducer):
-        raise _unsupported("Application has no `_producer` InternalProducer")
-    if not callable(getattr(producer, "_on_delivery", None)):
-        raise _unsupported("InternalProducer has no `_on_delivery` callback")
-    if not hasattr(producer, "_producer"):
-        raise _unsupported("InternalProducer has no `_producer` wrapper")
-    return producer
-
-
 class CheckpointOutput:
     """Sends outgoing messages on the checkpoint's producer; output topics are created (with
     `partitions` partitions) the first time a message goes to them."""
 
-    def __init__(self, app: Application, kafka_config: dict[str, str], partitions: int) -> None:
-        self._internal = checkpoint_producer(app)
+    def __init__(
+        self, producer: InternalProducer, kafka_config: dict[str, str], partitions: int
+    ) -> None:
+        self._internal = producer
+        self._delivery_report = delivery_callback(producer)
         self._kafka_config = kafka_config
         self._partitions = partitions
         self._known: set[str] = set()
@@ -84,10 +64,7 @@ class CheckpointOutput:
             self._known.update(missing)
 
     def _bind(self) -> Callable[..., None]:
-        wrapper = self._internal._producer
-        raw = getattr(wrapper, "_producer", None)  # a property: creates the client if needed
-        if not isinstance(raw, Producer):
-            raise _unsupported("InternalProducer._producer._producer is not a confluent Producer")
+        raw: Producer = librdkafka_producer(self._internal)
         self._poll = raw.poll
         self._produce = raw.produce
         return raw.produce
@@ -95,7 +72,7 @@ class CheckpointOutput:
     def send(self, messages: Iterable[Outgoing], key: Any, timestamp: int | None) -> None:
         """Produce each message with the input's key and timestamp, as `to_topic` would."""
         produce = self._produce or self._bind()
-        on_delivery = self._internal._on_delivery
+        on_delivery = self._delivery_report
         timestamp = timestamp or 0  # 0: librdkafka stamps the message itself
         known = self._known
         for message in messages:

@@ -6,8 +6,8 @@ A checkpoint that fails is dropped with its tallies (`checkpoint_failed`): its m
 routed again after the restart or rebalance, and counted then, once.
 
 quixstreams has no public hook around a checkpoint commit; `observe_checkpoints` wraps its
-processing context's `commit_checkpoint`, the one place every commit (timer, end of run,
-rebalance) goes through.
+processing context's `commit_checkpoint` (`quixstreams_internals.on_commit_checkpoint`), the
+one place every commit (timer, end of run, rebalance) goes through.
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import quixstreams
-
 from schemas.dead_letter import HEADER_STAGE
-from sensorstream.errors import PipelineError
 from sensorstream.kafka_stats import STATS_INTERVAL_MS, ConsumerLag
 from sensorstream.metrics import DEAD_LETTER_REASONS, DeadLetterReason, MetricFamilies
+from stream_apps.quixstreams_internals import (
+    CommitCheckpoint,
+    current_checkpoint,
+    on_commit_checkpoint,
+)
 from stream_apps.router import HEADER_ROUTE, Outgoing
 
 if TYPE_CHECKING:
-    from quixstreams import Application
+    from quixstreams.processing import ProcessingContext
 
 STAGE = "router"
 
@@ -158,35 +160,29 @@ class RouterMetrics:
             self._reset()
 
 
-def observe_checkpoints(app: Application, metrics: RouterMetrics) -> None:
-    """Report every checkpoint commit of `app` to `metrics` (call once, before `app.run()`).
+def observe_checkpoints(context: ProcessingContext, metrics: RouterMetrics) -> None:
+    """Report every checkpoint commit of the application of `context` (its processing context,
+    `quixstreams_internals.processing_context`) to `metrics`; call once, before `app.run()`.
 
     A commit happened when the context replaced a non-empty checkpoint with a new one; an
     exception out of the commit means the checkpoint did not commit.
     """
-    context = getattr(app, "_processing_context", None)  # no public commit hook (3.28)
-    if not callable(getattr(context, "commit_checkpoint", None)) or not hasattr(
-        context, "_checkpoint"
-    ):
-        raise PipelineError(
-            f"quixstreams {quixstreams.__version__}: the Application has no processing context "
-            "with commit_checkpoint() and _checkpoint, which the router's metrics time its "
-            "checkpoints with (written against quixstreams 3.28.x, pinned in pyproject.toml)"
-        )
-    commit_checkpoint = context.commit_checkpoint
 
-    @functools.wraps(commit_checkpoint)
-    def timed(*args: Any, **kwargs: Any) -> None:
-        before = context._checkpoint
-        had_records = before is not None and not before.empty()
-        started = time.monotonic()
-        try:
-            commit_checkpoint(*args, **kwargs)
-        except BaseException:
-            if had_records:
-                metrics.checkpoint_failed()
-            raise
-        if had_records and context._checkpoint is not before:
-            metrics.checkpoint_committed(time.monotonic() - started)
+    def timing(commit_checkpoint: CommitCheckpoint) -> CommitCheckpoint:
+        @functools.wraps(commit_checkpoint)
+        def timed(*args: Any, **kwargs: Any) -> None:
+            before = current_checkpoint(context)
+            had_records = before is not None and not before.empty()
+            started = time.monotonic()
+            try:
+                commit_checkpoint(*args, **kwargs)
+            except BaseException:
+                if had_records:
+                    metrics.checkpoint_failed()
+                raise
+            if had_records and current_checkpoint(context) is not before:
+                metrics.checkpoint_committed(time.monotonic() - started)
 
-    context.commit_checkpoint = timed  # type: ignore[method-assign]
+        return timed
+
+    on_commit_checkpoint(context, timing)

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import quixstreams
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 
 from sensorstream.end_offsets import EndOffsets, key
 from sensorstream.errors import PipelineError
+from stream_apps.quixstreams_internals import CommitCheckpoint, on_commit_checkpoint
+
+if TYPE_CHECKING:
+    from quixstreams.processing import ProcessingContext
 
 CHECK_INTERVAL_S = 0.25
 
@@ -35,32 +38,33 @@ class ReadToEnd:
     """Stops `app` once every partition it owns is routed to its end at assignment; or, when
     no partition was assigned within `join_timeout_s`, stops it with `failure` set."""
 
-    def __init__(self, app: Application, join_timeout_s: float, topic: str, group: str) -> None:
-        context = getattr(app, "_processing_context", None)  # no public loop hook (3.28)
-        consumer = getattr(app, "_consumer", None)
-        if not callable(getattr(context, "commit_checkpoint", None)) or not callable(
-            getattr(consumer, "assignment", None)
-        ):
-            raise PipelineError(
-                f"quixstreams {quixstreams.__version__}: the Application has no processing "
-                "context with commit_checkpoint() or no consumer, which `route --once` follows "
-                "(written against quixstreams 3.28.x, pinned in pyproject.toml)"
-            )
-        self.app, self.consumer = app, consumer
+    def __init__(
+        self,
+        app: Application,
+        context: ProcessingContext,
+        join_timeout_s: float,
+        topic: str,
+        group: str,
+    ) -> None:
+        """`context`: the processing context of `app` (`quixstreams_internals`), whose consumer
+        is the application's and whose commits are followed."""
+        self.app, self.consumer = app, context.consumer
         self.join_timeout_s, self.topic, self.group = join_timeout_s, topic, group
         self.ends = EndOffsets()
         self.failure: PipelineError | None = None
         self.started = time.monotonic()
         self._checked = 0.0
-        commit_checkpoint = context.commit_checkpoint
 
-        @functools.wraps(commit_checkpoint)
-        def checked(*args: Any, **kwargs: Any) -> None:
-            commit_checkpoint(*args, **kwargs)
-            self._check()
+        def checking(commit_checkpoint: CommitCheckpoint) -> CommitCheckpoint:
+            @functools.wraps(commit_checkpoint)
+            def checked(*args: Any, **kwargs: Any) -> None:
+                commit_checkpoint(*args, **kwargs)
+                self._check()
+
+            return checked
 
         # Called on the application's thread after every message (and every empty poll).
-        context.commit_checkpoint = checked  # type: ignore[method-assign]
+        on_commit_checkpoint(context, checking)
 
     def _check(self) -> None:
         now = time.monotonic()

@@ -17,6 +17,7 @@ from sensorstream.kafka_stats import ConsumerLag
 from sensorstream.metrics import MetricFamilies
 from sensorstream.topics import TopicSpec, ensure_topics
 from stream_apps.metrics import RouterMetrics, observe_checkpoints
+from stream_apps.quixstreams_internals import processing_context
 from stream_apps.router import HEADER_ROUTE, Outgoing
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,6 @@ def test_router_metrics_through_a_real_quixstreams_application(kafka, unique, tm
         state_dir=tmp_path / "state",
         loglevel=None,
     )
-    observe_checkpoints(app, metrics)
     event_time = time.time() - 1.0
 
     def route(value: bytes) -> bytes:
@@ -116,6 +116,7 @@ def test_router_metrics_through_a_real_quixstreams_application(kafka, unique, tm
         return value
 
     sdf = app.dataframe(app.topic(source, key_deserializer="bytes", value_deserializer="bytes"))
+    observe_checkpoints(processing_context(sdf), metrics)
     sdf.apply(route).to_topic(app.topic(target, key_serializer="bytes", value_serializer="bytes"))
 
     # Run until the 40 records are routed and the lag seen at 0, not for a fixed idle time:
