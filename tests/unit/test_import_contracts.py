@@ -27,6 +27,9 @@ CONFIG = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["t
 
 
 def lint_imports(root: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
+    assert LINT_IMPORTS.exists(), (
+        f"{LINT_IMPORTS} is missing: import-linter is in the dev dependency group; run `uv sync`"
+    )
     args = [str(LINT_IMPORTS), "--no-cache", "--no-logo"]
     for contract in contracts:
         args += ["--contract", contract]
