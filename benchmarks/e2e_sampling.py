@@ -330,9 +330,15 @@ class Sampler:
     """Takes `Sample`s of one pipeline run; `pids` is called each time (restarts change them)."""
 
     def __init__(
-        self, kafka_config: dict[str, str], nodes: list[EdgeNode], regions: tuple[str, ...]
+        self,
+        kafka_config: dict[str, str],
+        nodes: list[EdgeNode],
+        regions: tuple[str, ...],
+        other_sink_groups: tuple[str, ...] = (),
     ) -> None:
         self.nodes = nodes
+        self.other_sink_groups = other_sink_groups
+        """Groups of further sinks on the routed topics, which must drain too."""
         self.checkpoints = CheckpointWatcher(kafka_config, nodes)
         self.offsets = OffsetProbe(kafka_config, regions)
         self.cpu = CpuMeter()
@@ -360,6 +366,9 @@ class Sampler:
         """Every row written is in Kafka and neither group has a record left to commit."""
         if sample.producer_lag or sample.worst_partition_lag > DRAIN_CHECK_MAX_LAG:
             return False
+        for group in self.other_sink_groups:
+            if self.offsets.progress(group, self.offsets.sink_topics).worst > DRAIN_CHECK_MAX_LAG:
+                return False
         return self.offsets.undelivered() == 0
 
     def wait_drained(

@@ -168,9 +168,10 @@ class E2EPipeline:
         assert self.servers is not None
         return {"bootstrap.servers": self.servers.kafka_bootstrap}
 
-    def start_stages(self, seed: int = 1) -> None:
+    def start_stages(self, seed: int = 1, sink_env: dict[str, str] | None = None) -> None:
         """Producers, router and sink started and consuming/tailing before any row is written,
-        so start-up never shows as latency."""
+        so start-up never shows as latency. `sink_env` is added to the sink's environment (an
+        S3 endpoint of the benchmark's, say); its settings stay the shipped ones."""
         assert self.supervisor is not None
         self.nodes = pipeline.edge_nodes(self.work / "nodes", len(REGIONS), "e2e", seed, REGIONS)
         pipeline.prepare(self.nodes, self.kafka_config)
@@ -185,12 +186,24 @@ class E2EPipeline:
             pipeline.sink(
                 "e2e-sink",
                 max_latency_s("raw"),  # the shipped default: the spec only restates it
-                self._metrics_env("SINK", SINK_NAME),
+                {**self._metrics_env("SINK", SINK_NAME), **(sink_env or {})},
                 SINK_NAME,
             ),
         ]
-        self.stages = [self.supervisor.start(spec) for spec in specs]
-        waiting = self.supervisor.wait_ready(self.stages, READY_TIMEOUT_S)
+        self._start_and_wait(specs)
+
+    def start_extra_sink(self, name: str, flush_s: float, env: dict[str, str]) -> None:
+        """Another sink beside the shipped one (a consumer group and a lake of its own, in
+        `env`), flushing every table at least every `flush_s`; stopped and sampled with the
+        stages. For comparing flush settings on the very same records at the same time."""
+        env = {**self._metrics_env("SINK", name), **env}
+        self._start_and_wait([pipeline.sink(f"e2e-{name}", flush_s, env, name)])
+
+    def _start_and_wait(self, specs: list[ProcessSpec]) -> None:
+        assert self.supervisor is not None
+        started = [self.supervisor.start(spec) for spec in specs]
+        self.stages += started
+        waiting = self.supervisor.wait_ready(started, READY_TIMEOUT_S)
         if waiting:
             raise RuntimeError(
                 "not consuming/tailing after "
