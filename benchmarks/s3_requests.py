@@ -20,11 +20,13 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 
 
 def request_kind(method: str, target: str) -> str:
-    """LIST, GET, PUT, HEAD, DELETE or POST; `log`/`data` says which objects it touched."""
+    """LIST, GET, PUT, HEAD, DELETE or POST; `log`/`data` says which objects it touched. A LIST
+    from the first key of its prefix (no `start-after`) is "LIST all": on a `_delta_log/` it
+    pages through every log file the table keeps."""
     parts = urlsplit(target)
     query = parse_qs(parts.query, keep_blank_values=True)
     if method == "GET" and ("list-type" in query or "prefix" in query):
-        return "LIST"
+        return "LIST" if "start-after" in query else "LIST all"
     where = "log" if "/_delta_log/" in parts.path else "data"
     return f"{method} {where}"
 

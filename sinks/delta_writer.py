@@ -26,14 +26,25 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Transaction,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from sensorstream.errors import PipelineError
 from sinks.compatibility import conflicts
 from sinks.landing import s3_filesystem
 from sinks.retry import RetryBudget
-from sinks.table_log import DEFAULT_LOG_RETENTION_HOURS, adopt, log_properties
+from sinks.table_log import (
+    CHECKPOINT_INTERVAL,
+    DEFAULT_LOG_RETENTION_HOURS,
+    adopt,
+    log_properties,
+)
 from sinks.tables import TableTarget, app_id
 from sinks.txn_versions import TxnVersions
 
@@ -60,6 +71,9 @@ _TRANSIENT_MARKERS = (
 CONFLICT_ATTEMPTS = 20
 COMMIT_ID = "sensorstream.commitId"
 """Commit info key of the id each commit is tagged with."""
+NO_LOG_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+"""delta-rs's hook lists the whole `_delta_log` after every commit to look for expired files;
+the writer cleans the log itself after each checkpoint instead (`_clean_log_at_checkpoint`)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -154,6 +168,34 @@ class DeltaTableWriter:
                     raise
                 table.update_incremental()
         self._adopted = True
+
+    def _clean_log_at_checkpoint(self) -> None:
+        """Delete expired log files (`delta.logRetentionDuration`) when this writer's commit
+        has just written a checkpoint, and only then.
+
+        Left to delta-rs, every commit lists the table's whole `_delta_log` to look for expired
+        files, although files only become deletable past a new checkpoint: with a commit every
+        few seconds and 7 days of log kept, that is a LIST of some 200,000 keys (200 requests)
+        per commit. Expired files that age past the retention between checkpoints go with the
+        next one. A failed cleanup loses nothing: the next checkpoint's cleanup takes them.
+        """
+        table = self._table
+        if table is None:
+            return
+        configuration = table.metadata().configuration
+        if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
+            return
+        interval = int(configuration.get(CHECKPOINT_INTERVAL) or self.checkpoint_interval)
+        if (table.version() + 1) % interval:
+            return
+        try:
+            table.cleanup_metadata()
+        except Exception as exc:  # the log only stays longer: never fail a landed batch on it
+            log.warning(
+                "cleaning the log of %s failed (%s); the next checkpoint retries",
+                self.target.uri,
+                exc,
+            )
 
     def _reopen_after_checkpoint(self) -> None:
         """Let the next refresh open the table afresh once a checkpoint has been written.
@@ -346,6 +388,7 @@ class DeltaTableWriter:
                 schema_mode="merge",
                 storage_options=self.storage_options if table is None else None,
                 configuration=self.log_properties if table is None else None,
+                post_commithook_properties=NO_LOG_CLEANUP,
                 commit_properties=CommitProperties(
                     app_transactions=advancing,
                     custom_metadata={COMMIT_ID: commit_id},
@@ -356,6 +399,8 @@ class DeltaTableWriter:
             return fresh.num_rows
 
         written = self._retrying("writing", attempt)
+        if written:
+            self._clean_log_at_checkpoint()
         self._reopen_after_checkpoint()
         if self._table is None:
             self._table = self._retrying("reading", self._refresh)
