@@ -70,7 +70,7 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
 )
 
 # A batch is one producer chunk (up to 5000 rows), one router checkpoint (0.5 s by default) or
-# one sink table batch (up to 100k rows, or 30 s of records): milliseconds to minutes.
+# one sink table batch (up to 100k rows, or seconds of records): milliseconds to minutes.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # A commit is a Kafka transaction commit, a consumer offset commit or a Delta commit on S3.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -10,7 +10,7 @@ The protocol, per table and topic-partition:
    each writer drops rows its table already holds, so replays are harmless. This runs on a
    worker thread (`sinks.flusher`), one batch per table at a time and in order, while the loop
    consumes the next; different tables write side by side, so a 1-second table never waits for a
-   30-second one. A batch that comes due while its table's previous one is still being
+   slower one. A batch that comes due while its table's previous one is still being
    written keeps filling until that one has landed.
 4. Only then, back on the loop's thread, are the consumer offsets committed. A crash anywhere
    in between replays the batch, and step 3 makes the replay a no-op for whatever had landed.

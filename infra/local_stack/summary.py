@@ -12,6 +12,9 @@ from typing import IO
 from infra.local_stack.display import count, grid, shown
 from infra.local_stack.lake_report import LakeReport
 from infra.local_stack.pipeline import ROUTES, EdgeNode
+from sinks.settings import TableSettings
+
+DEFAULT_FLUSH_S = TableSettings.model_fields["max_latency_s"].default
 
 AUDIT_LINES = 8  # audit findings printed in the summary
 
@@ -99,7 +102,7 @@ def print_summary(
         p(
             f"  latency           p50 {p50:.1f} s, p99 {p99:.1f} s, max {worst:.1f} s from SQLite "
             f"insert to Delta commit (raw table;\n                    the demo's sink flushes "
-            f"every {flush_s:g} s, its default is 30 s)"
+            f"every {flush_s:g} s, its default is {DEFAULT_FLUSH_S:g} s)"
         )
     total = sum(c.written for c in report.checks)
     landed = sum(c.landed for c in report.checks)

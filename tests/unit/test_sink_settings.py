@@ -13,7 +13,7 @@ def test_shipped_flush_latencies():
     settings = SinkSettings()
     assert settings.table_settings("emergency").max_latency_s == 1.0
     assert settings.table_settings("dlq").max_latency_s == 5.0
-    assert settings.table_settings("raw").max_latency_s == 30.0
+    assert settings.table_settings("raw").max_latency_s == 3.0
 
 
 def test_a_route_entry_keeps_the_built_in_values_it_does_not_set(tmp_path):
