@@ -319,6 +319,23 @@ def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int)
     return {**_rate(total, seconds), "topic": topic, "partitions": PARTITIONS}
 
 
+def build_backlog(run_id: str, records: int) -> tuple[dict, int, list[tuple[bytes, bytes]]]:
+    """The benchmark's input: `records` readings registered and produced into the run's
+    routed topic `bench.<run>.raw`. Returns the backlog's description (topic, produce rate),
+    the writer schema's registry id and the messages (to produce again elsewhere)."""
+    topic = _names(run_id)["topic"]
+    schema, schema_id = _register(topic)
+    _log(f"input: {records:,} readings (schema id {schema_id})")
+    t = time.perf_counter()
+    messages = generate_messages(records, schema, schema_id)
+    input_s = time.perf_counter() - t
+    _log(f"producing the backlog into {topic}")
+    backlog = produce_backlog(topic, messages, records)
+    backlog["input_seconds"] = input_s
+    backlog["mean_value_bytes"] = sum(len(v) for _, v in messages) / len(messages)
+    return backlog, schema_id, messages
+
+
 # -- workers (each in a fresh subprocess) -----------------------------------------------------
 
 
@@ -971,16 +988,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     what_if = None
     memory = None
     try:
-        main_topic = _names(run_id)["topic"]
-        schema, schema_id = _register(main_topic)
-        _log(f"input: {args.records:,} readings (schema id {schema_id})")
-        t = time.perf_counter()
-        messages = generate_messages(args.records, schema, schema_id)
-        input_s = time.perf_counter() - t
-        _log(f"producing the backlog into {main_topic}")
-        backlog = produce_backlog(main_topic, messages, args.records)
-        backlog["input_seconds"] = input_s
-        backlog["mean_value_bytes"] = sum(len(v) for _, v in messages) / len(messages)
+        backlog, schema_id, messages = build_backlog(run_id, args.records)
         memory_backlog = None
         if args.memory_records:
             mem_topic = _names(run_id, "mem")["topic"]
@@ -1001,7 +1009,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "settings": _tuned(run_id, args, "consume"),
                 "lake": _lake(run_id, "consume"),
-                "topic": main_topic,
+                "topic": backlog["topic"],
                 "records": args.records,
                 "server_pids": stack_server_pids(),
             },

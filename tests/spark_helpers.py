@@ -1,25 +1,15 @@
 """Open-source Spark with Delta for tests of the Databricks job (infra/databricks).
 
-The session is what a small Databricks cluster gives the job, minus Unity Catalog: pyspark 4.2
-with delta-spark 4.4.1, whose jars ivy fetches from Maven Central once into a cache under
-`~/.cache/sensorstream/` (override: SENSORSTREAM_SPARK_IVY_DIR), so only the first run of a
-machine pays for the download. Two local cores, few shuffle partitions, no UI: the machine is
-shared with Kafka, the registry and S3 running beside it.
+The session is what a small Databricks cluster gives the job, minus Unity Catalog: the local
+Spark of `infra.local_stack.spark` (pyspark 4.2, delta-spark's jars from Maven Central, cached).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-from delta import configure_spark_with_delta_pip
-from pyspark.sql import SparkSession
-
-# The Python package is delta-spark 4.4.1, but Maven Central has no 4.4.1 of
-# io.delta:delta-spark_4.2_2.13 (its maven-metadata.xml lists 4.4.0 only, checked 2026-11-23),
-# so session start would fail to resolve. 4.4.0 is the same line; the Python side is a thin API.
-DELTA_JARS_VERSION = "4.4.0"
+from infra.local_stack.spark import spark_session as local_spark_session
 
 ROOT = Path(__file__).resolve().parents[1]
 # The job's package is a wheel of its own on Databricks (infra/databricks/pyproject.toml);
@@ -29,39 +19,9 @@ if str(LAKEHOUSE_SRC) not in sys.path:
     sys.path.insert(0, str(LAKEHOUSE_SRC))
 
 
-def ivy_dir() -> Path:
-    default = Path.home() / ".cache" / "sensorstream" / "ivy"
-    return Path(os.environ.get("SENSORSTREAM_SPARK_IVY_DIR") or default)
-
-
-def spark_session(warehouse: Path, app: str = "sensorstream-tests") -> SparkSession:
+def spark_session(warehouse: Path, app: str = "sensorstream-tests"):
     """A local Spark session with Delta as its catalog, keeping managed tables in `warehouse`."""
-    builder = (
-        SparkSession.builder.master("local[2]")
-        .appName(app)
-        .config("spark.jars.ivy", str(ivy_dir()))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-        )
-        .config("spark.sql.warehouse.dir", str(warehouse))
-        .config("spark.sql.shuffle.partitions", "2")
-        # Delta rebuilds a table's state with 50 tasks by default: far too many for tiny tables
-        # on two shared cores.
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "1g")
-    )
-    builder = configure_spark_with_delta_pip(builder)
-    # configure_spark_with_delta_pip names the artifact for the installed pyspark and the
-    # version of the installed delta-spark; the jars are pinned to the newest release Maven
-    # Central has for that artifact.
-    packages = builder._options["spark.jars.packages"]
-    artifact = packages.split(",")[0].rsplit(":", 1)[0]
-    return builder.config("spark.jars.packages", f"{artifact}:{DELTA_JARS_VERSION}").getOrCreate()
+    return local_spark_session(app, conf={"spark.sql.warehouse.dir": str(warehouse)})
 
 
 KAFKA_KEY = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
