@@ -275,6 +275,22 @@ def _encode_readings(records: int, schema: dict, schema_id: int) -> list[tuple[b
     return messages
 
 
+def _retrying(call, what: str, attempts: int = 5) -> None:
+    """`call()`, again after a retriable Kafka error (a time-out or a coordinator moving on a
+    loaded broker), as librdkafka's transactional API allows."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == attempts - 1:
+                raise
+            _log(f"{what}: {exc.args[0].str()}; retrying")
+            time.sleep(1)
+
+
 def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int) -> dict:
     """`total` messages (cycling through `messages`) into `topic`, as the tailer produces."""
     from confluent_kafka import Producer
@@ -298,7 +314,7 @@ def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int)
             "logger": kafka_logger(),
         }
     )
-    producer.init_transactions(60)
+    _retrying(lambda: producer.init_transactions(60), "initialising the backlog producer")
     produce, poll, count = producer.produce, producer.poll, len(messages)
     started = time.perf_counter()
     sent = 0
@@ -313,7 +329,7 @@ def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int)
                     break
                 except BufferError:
                     poll(0.05)
-        producer.commit_transaction(60)
+        _retrying(lambda: producer.commit_transaction(60), "committing a backlog transaction")
         sent = end
     seconds = time.perf_counter() - started
     return {**_rate(total, seconds), "topic": topic, "partitions": PARTITIONS}

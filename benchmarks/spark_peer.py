@@ -451,6 +451,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _log(f"round {round_no}: {side}: {_line(runs[side])}")
             runs["ratios"] = _ratios(runs["sink"], runs["spark"])
             rounds.append(runs)
+            # Each round's figures are kept as soon as they exist: a long run cut short
+            # still leaves them.
+            _write(args.out, {**results, "rounds": rounds, "summary": summarize(rounds)})
         results["rounds"] = rounds
         results["summary"] = summarize(rounds)
         results["machine"]["load_average_at_end"] = os.getloadavg()
@@ -458,6 +461,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _cleanup(run_id, groups, args.keep)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -530,8 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records < 1 or args.rounds < 1 or args.max_rows < 1:
         parser.error("--records, --rounds and --max-rows must be positive")
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(args.out, results)
     print(table(results))
     print(f"results: {args.out}")
     return 0
