@@ -419,6 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "spark_master": args.master,
             "logs": str(logs),
         },
+        "note": args.note,
     }
     groups: list[str] = []
     try:
@@ -524,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--keep", action="store_true", help="leave topics, groups and tables")
+    parser.add_argument("--note", default="", help="kept in the results, e.g. how it was run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
