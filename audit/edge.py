@@ -141,11 +141,14 @@ def _check_routes(
     routing: Routing,
     tally: EdgeTally,
     in_flight: InFlight | None,
+    letters: Counter[tuple[str, int]] | None,
 ) -> list[EdgeRow]:
     """Each raw row of these rowids is in each routed table exactly when the rules of the
-    routing version that routed it (its `_routing_version`) select it."""
+    routing version that routed it (its `_routing_version`) select it; with `letters` (route,
+    rowid -> router dead letters), in the dead letters once for each route that refuses it."""
     by_name = {t.name: t for t in tables}
     raw = by_name[RAW]
+    expected_letters: set[tuple[str, int]] = set()
     routed = {
         t.name: _lake_rowids(t, node_id, name) for t in tables if t.name not in (RAW, DEAD_LETTERS)
     }
@@ -171,6 +174,16 @@ def _check_routes(
         tally.route_checked += 1
         for route in failed:
             tally.route_dead_letters[route] = tally.route_dead_letters.get(route, 0) + 1
+            expected_letters.add((route, rowid))
+            n = 0 if letters is None else letters.get((route, rowid), 0)
+            if letters is None or n == 1:
+                continue
+            if n == 0 and in_flight and in_flight.holds((node_id, name, rowid), [DEAD_LETTERS]):
+                tally.route_in_flight += 1
+                continue
+            what = "not in the dead letters" if n == 0 else f"dead-lettered {n} times"
+            problem = f"{what}, which route {route} of routing version {version} sends it to once"
+            found.append(EdgeRow(node_id, name, rowid, problem))
         for table_name, copies in routed.items():
             n = copies.get(rowid, 0)
             late = n == 0 and in_flight is not None
@@ -188,9 +201,45 @@ def _check_routes(
                 problem = f"in {table_name}, which routing version {version} does not select it for"
                 found.append(EdgeRow(node_id, name, rowid, problem))
         for table_name in selected - set(routed):
+            if in_flight and in_flight.holds((node_id, name, rowid), [table_name]):
+                tally.route_in_flight += 1
+                continue
             problem = f"no table {table_name}, which routing version {version} selects it for"
             found.append(EdgeRow(node_id, name, rowid, problem))
+    checked = {row[ROWID] for row in rows if row[ROWID] in rowids}
+    for route, rowid in sorted(set(letters or ()) - expected_letters):
+        if rowid in checked:
+            problem = f"dead-lettered by route {route}, which its routing version does not fail"
+            found.append(EdgeRow(node_id, name, rowid, problem))
     return found
+
+
+Decode = Callable[[bytes | None], Mapping[str, Any] | None]
+"""A Kafka message value -> the record it holds (None: not a record of ours)."""
+
+
+def _router_letters(dlq: LakeTable | None, node_id: str, table: str, decode: Decode):
+    """This node's router dead letters of `table`: (route, rowid) -> letters. The letter keeps
+    the record as it arrived, so its source row is in the record itself."""
+    letters: Counter[tuple[str, int]] = Counter()
+    if dlq is None:
+        return letters
+    data = dlq.read(["stage", "headers", "message_value"])
+    for stage, headers, value in zip(
+        *(data[c].to_pylist() for c in ("stage", "headers", "message_value")), strict=True
+    ):
+        if stage != "router":
+            continue
+        record = decode(value)
+        if not record or record.get(NODE) != node_id or record.get(TABLE) != table:
+            continue
+        try:
+            route = json.loads(headers or "{}").get("sensorstream.route")
+        except ValueError:
+            route = None
+        if route and isinstance(record.get(ROWID), int):
+            letters[(route, record[ROWID])] += 1
+    return letters
 
 
 def audit_edge(
@@ -201,11 +250,13 @@ def audit_edge(
     table: str | None,
     routing: Routing | None = None,
     in_flight: InFlight | None = None,
+    decode: Decode | None = None,
 ) -> list[EdgeTally]:
     """Check every source row of `db` against the lake; findings go to `report.edge`.
 
-    With `routing`, each row of raw is also checked in every routed table; `in_flight` tells
-    rows still on their way from missing ones.
+    With `routing`, each row of raw is also checked in every routed table, and with `decode`
+    (to read the records router dead letters keep) in the dead letters of each route that
+    refuses it; `in_flight` tells rows still on their way from missing ones.
     """
     by_name = {t.name: t for t in tables}
     raw, dlq = by_name.get(RAW), by_name.get(DEAD_LETTERS)
@@ -253,8 +304,9 @@ def audit_edge(
             in_flight=held,
         )
         if routing is not None and raw is not None:
+            router_letters = None if decode is None else _router_letters(dlq, node_id, name, decode)
             found += _check_routes(
-                tables, node_id, name, set(checked), routing, edge_tally, in_flight
+                tables, node_id, name, set(checked), routing, edge_tally, in_flight, router_letters
             )
         report.edge_count += len(found)
         room = SAMPLE - len(report.edge)

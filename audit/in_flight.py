@@ -67,6 +67,23 @@ class InFlight:
         return found
 
 
+def record_decoder(registry_config: dict[str, str]) -> Callable[[bytes | None], dict | None]:
+    """A message value -> the record it holds, None for what is not a record (schemas are
+    fetched from the registry once each)."""
+    from schemas.avro_codec import AvroDecoder, UndecodableMessage
+    from schemas.registry import SchemaRegistry
+
+    decoder = AvroDecoder(SchemaRegistry(registry_config))
+
+    def decode(value: bytes | None) -> dict[str, Any] | None:
+        try:
+            return decoder.decode(value)[1]
+        except UndecodableMessage:
+            return None  # not a reading: no source row of ours
+
+    return decode
+
+
 def _key_of_record(record: dict[str, Any]) -> RowKey | None:
     node, table, rowid = record.get(NODE), record.get(TABLE), record.get(ROWID)
     if isinstance(node, str) and isinstance(table, str) and isinstance(rowid, int):
@@ -94,17 +111,7 @@ def read_in_flight(
     timeout: float = READ_TIMEOUT_S,
 ) -> InFlight:
     """Every source row whose record some stage has not committed past (read_committed)."""
-    from schemas.avro_codec import AvroDecoder, UndecodableMessage
-    from schemas.registry import SchemaRegistry
-
-    decoder = AvroDecoder(SchemaRegistry(registry_config))
-
-    def decode(value: bytes | None) -> dict[str, Any] | None:
-        try:
-            return decoder.decode(value)[1]
-        except UndecodableMessage:
-            return None  # not a reading: no source row of ours
-
+    decode = record_decoder(registry_config)
     deadline = time.monotonic() + timeout
     found = InFlight()
     for stage in stages:
@@ -133,7 +140,7 @@ def _topics(consumer: Any, pattern: str) -> list[str]:
 def _not_committed(kafka_config: dict[str, str], stage: Stage, deadline: float):
     """(topic, message) for each committed record of the stage's topics at or past the
     group's committed offset (a partition without a commit: from its start)."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     from sensorstream.errors import PipelineError
 
@@ -147,13 +154,34 @@ def _not_committed(kafka_config: dict[str, str], stage: Stage, deadline: float):
             "enable.partition.eof": True,
         }
     )
+
+    def retried(call: Callable[[], Any], what: str) -> Any:
+        """A broker call, again while the broker says to retry (a coordinator moving, a
+        leader election) until the deadline."""
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = getattr(error, "retriable", lambda: False)()
+                if not retriable or time.monotonic() > deadline:
+                    raise PipelineError(f"audit: {what} failed: {exc}") from None
+                time.sleep(1.0)
+
     try:
         assignment = []
         for topic in _topics(reader, stage.topic):
             partitions = reader.list_topics(topic, timeout=30).topics[topic].partitions
             wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
-            for tp in offsets.committed(wanted, timeout=30):
-                low, high = reader.get_watermark_offsets(tp, timeout=30, cached=False)
+            committed = retried(
+                lambda w=wanted: offsets.committed(w, timeout=30),
+                f"reading the committed offsets of group {stage.group} on {topic}",
+            )
+            for tp in committed:
+                low, high = retried(
+                    lambda tp=tp: reader.get_watermark_offsets(tp, timeout=30, cached=False),
+                    f"reading the offsets of {topic}[{tp.partition}]",
+                )
                 begin = max(tp.offset, low)  # no commit yet (negative): from the start
                 if begin < high:
                     assignment.append(TopicPartition(topic, tp.partition, begin))

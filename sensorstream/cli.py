@@ -372,9 +372,16 @@ def _audit_command(args: argparse.Namespace) -> int:
         from audit.edge import EdgeUsageError, audit_edge
 
         routing = None if args.no_checkpoints else _routing_decisions(args, connection, tables)
+        from audit.in_flight import record_decoder
+
         in_flight = None if pipeline is None else pipeline.in_flight
+        decode = (
+            None if args.no_checkpoints else record_decoder(connection.schema_registry_config())
+        )
         try:
-            audit_edge(report, tables, args.sqlite, args.node_id, args.table, routing, in_flight)
+            audit_edge(
+                report, tables, args.sqlite, args.node_id, args.table, routing, in_flight, decode
+            )
         except EdgeUsageError as exc:
             raise ConfigError(f"audit: {exc}") from None
     (print_json if args.json else print_summary)(report, sys.stdout)

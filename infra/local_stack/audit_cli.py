@@ -52,46 +52,88 @@ def run_audit(
     return report
 
 
-def findings(report: Mapping[str, Any]) -> list[str]:
-    """Every discrepancy of a JSON report, one line each (the lines a failed run shows)."""
-    lines = [
-        f"{sp['table']}: {sp['node_id']}/{sp['source_table']} {sp['rows']} extra copies, "
-        f"rowids {sp['min_rowid']}-{sp['max_rowid']}"
-        for sp in report["duplicate_spans"]
-    ]
+Located = tuple[str, str | None, int | None]
+"""A finding's line, and the node and highest rowid it is about (None: it names none)."""
+
+
+def located_findings(report: Mapping[str, Any]) -> list[Located]:
+    """Every discrepancy of a JSON report: its line, and the node and rowid it names."""
+    found: list[Located] = []
+
+    def spans(key: str, what: str) -> None:
+        for sp in report[key]:
+            line = (
+                f"{sp['table']}: {sp['node_id']}/{sp['source_table']} {sp['rows']} {what}, "
+                f"rowids {sp['min_rowid']}-{sp['max_rowid']}"
+            )
+            found.append((line, sp["node_id"], sp["max_rowid"]))
+
+    spans("duplicate_spans", "extra copies")
     spanned = {sp["table"] for sp in report["duplicate_spans"]}
-    lines += [
-        f"{table}: {extra} extra copies"
-        for table, extra in sorted(report["duplicate_count"].items())
-        if table not in spanned
+    for table, extra in sorted(report["duplicate_count"].items()):
+        if table not in spanned:  # the dead-letter table: its duplicates one by one
+            found.append((f"{table}: {extra} extra copies", None, None))
+    spans("not_in_raw_spans", "rows not in raw")
+    found += [
+        (f"{t}: {n} rows without provenance", None, None) for t, n in report["unidentified"].items()
     ]
-    lines += [
-        f"{sp['table']}: {sp['node_id']}/{sp['source_table']} {sp['rows']} rows not in raw, "
-        f"rowids {sp['min_rowid']}-{sp['max_rowid']}"
-        for sp in report["not_in_raw_spans"]
+    found += [
+        (f"unreadable checkpoint {key}", None, None) for key in report["unreadable_checkpoints"]
     ]
-    lines += [f"{t}: {n} rows without provenance" for t, n in report["unidentified"].items()]
-    lines += [f"unreadable checkpoint {key}" for key in report["unreadable_checkpoints"]]
     for tally in report["tallies"]:
-        name = f"{tally['node_id']}/{tally['source_table']}"
-        lines += [f"{name}: {problem}" for problem in tally["problems"]]
-        if tally["missing_ranges"]:
-            ranges = ", ".join(f"{a}-{b}" for a, b in tally["missing_ranges"])
-            lines.append(f"{name}: missing rowids {ranges}")
+        node, name = tally["node_id"], f"{tally['node_id']}/{tally['source_table']}"
+        for problem in tally["problems"]:
+            if tally["missing_ranges"] and "neither in raw" in problem:
+                continue  # the line naming the rowids says it
+            found.append((f"{name}: {problem}", None, None))
+        for first, last in tally["missing_ranges"]:
+            rows = str(first) if first == last else f"{first}-{last}"
+            line = f"{name}: rowids {rows} sent but neither in raw nor dead-lettered"
+            found.append((line, node, last))
         if report["settled"] and tally["in_flight"]:
-            lines.append(f"{name}: {tally['in_flight']} rows sent, still in flight")
+            found.append((f"{name}: {tally['in_flight']} rows sent, still in flight", None, None))
     for row in report["edge"]:
-        lines.append(
-            f"{row['node_id']}/{row['source_table']} rowid {row['rowid']}: {row['problem']}"
-        )
+        line = f"{row['node_id']}/{row['source_table']} rowid {row['rowid']}: {row['problem']}"
+        found.append((line, row["node_id"], row["rowid"]))
     if report["edge_count"] > len(report["edge"]):
-        lines.append(f"... {report['edge_count'] - len(report['edge'])} more edge rows")
+        found.append(
+            (f"... {report['edge_count'] - len(report['edge'])} more edge rows", None, None)
+        )
     if report["settled"]:
         for t in report["edge_tallies"]:
             late = t["in_flight"] + t["route_in_flight"]
             if late or t["not_yet_sent"]:
-                lines.append(
-                    f"edge {t['node_id']}/{t['source_table']}: {t['not_yet_sent']} rows not yet "
-                    f"sent, {late} in flight"
+                line = (
+                    f"edge {t['node_id']}/{t['source_table']}: {t['not_yet_sent']} rows not "
+                    f"yet sent, {late} in flight"
                 )
+                found.append((line, None, None))
+    return found
+
+
+def findings(report: Mapping[str, Any]) -> list[str]:
+    """Every discrepancy of a JSON report, one line each (the lines a failed run shows)."""
+    return [line for line, _, _ in located_findings(report)]
+
+
+def unproven(report: Mapping[str, Any]) -> list[str]:
+    """Why a report of `--settled` (with `--sqlite`) does not prove exactly-once: its findings,
+    and what would leave rows unchecked (checkpoints or rows in flight not read, rows whose
+    routing version the audit could not read, rows of the database not checked)."""
+    lines = findings(report)
+    if report["exit_code"] != 0 and not lines:
+        lines.append(f"exit {report['exit_code']} with {report['discrepancies']} discrepancies")
+    if not report["settled"]:
+        lines.append("not audited as settled: rows in flight would pass")
+    if not (report["checkpoints_read"] and report["in_flight_read"]):
+        lines.append("the producers' checkpoints or the rows in flight were not read")
+    for t in report["edge_tallies"]:
+        name = f"edge {t['node_id']}/{t['source_table']}"
+        if not 0 < t["checked"] == t["source_rows"]:
+            lines.append(f"{name}: {t['checked']} of {t['source_rows']} rows checked")
+        if t["route_unknown_version"] or t["route_checked"] != t["in_raw"]:
+            lines.append(
+                f"{name}: routes checked for {t['route_checked']} of {t['in_raw']} rows in raw "
+                f"({t['route_unknown_version']} without a routing version the audit can read)"
+            )
     return lines
