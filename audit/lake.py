@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
+
+from sensorstream.lake import LakeNotFound, discover_tables, filesystem
 
 RAW = "raw"
 DEAD_LETTERS = "dlq"
@@ -27,62 +27,7 @@ PARTITION = "event_date"
 FILE_INDEX = "_file"
 DEAD_LETTER_COLUMNS = ["stage", "error", "source", "headers", *KAFKA]
 
-
-class LakeNotFound(Exception):
-    """The lake URI names nothing: a usage error, not a finding."""
-
-
-def filesystem(lake_uri: str, options: dict[str, str]) -> tuple[pafs.FileSystem, str]:
-    """A filesystem for the lake and the lake's path on it (local path or s3://bucket/prefix)."""
-    parts = urlsplit(lake_uri)
-    if parts.scheme in ("s3", "s3a"):
-        endpoint = options.get("AWS_ENDPOINT_URL")
-        fs = pafs.S3FileSystem(
-            access_key=options.get("AWS_ACCESS_KEY_ID"),
-            secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=options.get("AWS_SESSION_TOKEN"),
-            region=options.get("AWS_REGION"),
-            endpoint_override=urlsplit(endpoint).netloc if endpoint else None,
-            scheme=urlsplit(endpoint).scheme if endpoint else "https",
-        )
-        return fs, f"{parts.netloc}{parts.path}".rstrip("/")
-    if parts.scheme not in ("", "file"):
-        raise ValueError(f"{lake_uri}: the audit reads local paths and s3:// lakes")
-    return pafs.LocalFileSystem(), (parts.path if parts.scheme else lake_uri).rstrip("/")
-
-
-def discover_tables(lake_uri: str, options: dict[str, str]) -> dict[str, str]:
-    """Table name (`raw`, `regional/eu-west-1`, ...) -> URI of every Delta table in the lake,
-    at `<lake>/<route>` or `<lake>/<route>/<region>` (DESIGN section 8)."""
-    fs, root = filesystem(lake_uri, options)
-    base = lake_uri.rstrip("/")
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise LakeNotFound(lake_uri)
-    tables: dict[str, str] = {}
-    for first in _dirs(fs, root):
-        if _is_delta(fs, first):
-            name = first.rsplit("/", 1)[-1]
-            tables[name] = f"{base}/{name}"
-            continue
-        for second in _dirs(fs, first):
-            if _is_delta(fs, second):
-                name = "/".join(second.rsplit("/", 2)[-2:])
-                tables[name] = f"{base}/{name}"
-    return dict(sorted(tables.items()))
-
-
-def _dirs(fs: pafs.FileSystem, path: str) -> list[str]:
-    selector = pafs.FileSelector(path, allow_not_found=True)
-    return [
-        i.path.rstrip("/")
-        for i in fs.get_file_info(selector)
-        if i.type == pafs.FileType.Directory and not i.base_name.startswith(("_", "."))
-    ]
-
-
-def _is_delta(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(f"{path}/_delta_log").type == pafs.FileType.Directory
+__all__ = ["LakeNotFound", "LakeTable", "discover_tables", "filesystem", "iter_tables"]
 
 
 @dataclass

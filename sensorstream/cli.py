@@ -311,6 +311,39 @@ def _compact_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _maintain_command(args: argparse.Namespace) -> int:
+    import threading
+
+    from sensorstream.logs import configure
+    from sensorstream.metrics import MetricFamilies, serve_metrics
+    from sensorstream.settings import ConnectionSettings, load_settings
+    from sensorstream.shutdown import stop_on_signals
+    from sinks.maintain_metrics import MaintainMetrics
+    from sinks.maintain_settings import MaintainSettings
+    from sinks.maintainer import Maintainer
+
+    settings = load_settings(
+        MaintainSettings,
+        config_file=args.config,
+        section="maintain",
+        overrides={
+            "interval_s": args.interval_s,
+            "window_s": args.window_s,
+            "vacuum": True if args.vacuum else None,
+            "once": True if args.once else None,
+            **_metrics_overrides(args),
+        },
+    )
+    connection = load_settings(ConnectionSettings, config_file=args.config)
+    configure()
+    stop = threading.Event()
+    families = MetricFamilies()
+    with serve_metrics(families.registry, settings), stop_on_signals(stop):
+        result = Maintainer(settings, connection, stop, MaintainMetrics(families)).run()
+    print(result.summary(), flush=True)
+    return EXIT_OK
+
+
 def _vacuum_command(args: argparse.Namespace) -> int:
     from sensorstream.settings import ConnectionSettings, load_settings
     from sinks.maintenance import vacuum
@@ -467,6 +500,7 @@ def _add_metrics_flags(parser: argparse.ArgumentParser, default_port: int) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     from sensorstream.metrics import (
+        MAINTAIN_METRICS_PORT,
         PRODUCER_METRICS_PORT,
         ROUTER_METRICS_PORT,
         SINK_METRICS_PORT,
@@ -580,6 +614,28 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--config", type=Path, metavar="FILE", help="YAML, connection settings")
     compact.set_defaults(handler=_compact_command)
 
+    maintain = sub.add_parser(
+        "maintain", help="compact (and optionally vacuum) every Delta table of the lake, always"
+    )
+    maintain.add_argument(
+        "--interval-s", type=float, metavar="S", help="seconds between passes (default 10)"
+    )
+    maintain.add_argument(
+        "--window-s",
+        type=float,
+        metavar="S",
+        help="a partition unwritten this long is closed and merged into big files (default 600)",
+    )
+    maintain.add_argument(
+        "--vacuum", action="store_true", help="also vacuum each table (hourly, 168 h retention)"
+    )
+    maintain.add_argument(
+        "--once", action="store_true", help="compact until the tables meet the targets, then exit"
+    )
+    _add_metrics_flags(maintain, MAINTAIN_METRICS_PORT)
+    maintain.add_argument("--config", type=Path, metavar="FILE", help="YAML, section maintain:")
+    maintain.set_defaults(handler=_maintain_command, hard_exit=True)
+
     vacuum = sub.add_parser("vacuum", help="delete files a Delta table no longer references")
     vacuum.add_argument("table_uri", metavar="TABLE_URI", help="local path or s3://bucket/path")
     vacuum.add_argument(
@@ -651,6 +707,7 @@ def _check_config_file(path: Path) -> None:
     from producers.simulator.settings import SimulatorSettings
     from sensorstream.config_file import read_yaml
     from sensorstream.settings import ConnectionSettings, check_config_keys
+    from sinks.maintain_settings import MaintainSettings
     from sinks.settings import SinkSettings
     from stream_apps.settings import RouterSettings
 
@@ -659,6 +716,7 @@ def _check_config_file(path: Path) -> None:
         "producer": ProducerSettings,
         "router": RouterSettings,
         "sink": SinkSettings,
+        "maintain": MaintainSettings,
     }
     check_config_keys(
         read_yaml(path), top_level=[ConnectionSettings, *sections.values()], sections=sections

@@ -99,6 +99,7 @@ DEFAULT_METRICS_HOST = "127.0.0.1"
 PRODUCER_METRICS_PORT = 9464
 ROUTER_METRICS_PORT = 9465
 SINK_METRICS_PORT = 9466
+MAINTAIN_METRICS_PORT = 9467
 
 
 def metrics_host_field() -> Any:
@@ -401,6 +402,86 @@ class MetricFamilies:
         return Gauge(
             "sensorstream_sink_buffered_records",
             "Records consumed and held in memory until their table's next flush.",
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_compactions(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_maintain_compactions",
+            "OPTIMIZE commits of `sensorstream maintain`, per table and tier (small, target: a "
+            "partition the sink still writes; closed: one it has left).",
+            ["table", "tier"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_files_removed(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_maintain_files_removed",
+            "Files its compactions replaced, per table.",
+            ["table"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_files_added(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_maintain_files_added",
+            "Files its compactions wrote, per table.",
+            ["table"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_lease_busy(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_maintain_lease_busy",
+            "Passes that left a table alone because another compaction held its lease.",
+            ["table"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_active_files(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
+            "sensorstream_maintain_active_files",
+            "Files of the table's current version, after the last pass (all partitions).",
+            ["table"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_partition_files(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
+            "sensorstream_maintain_max_partition_files",
+            "Files of the table's partition with the most, after the last pass.",
+            ["table"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_tables(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
+            "sensorstream_maintain_tables",
+            "Delta tables found in the lake on the last pass.",
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_pass_duration(registry: CollectorRegistry) -> Histogram:
+        return Histogram(
+            "sensorstream_maintain_pass_duration_seconds",
+            "One pass over every table of the lake: planning, compactions, vacuums.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+
+    @lazy_family
+    def maintain_last_pass(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
+            "sensorstream_maintain_last_pass_timestamp_seconds",
+            "Unix time the last pass over the lake ended.",
             registry=registry,
         )
 

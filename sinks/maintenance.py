@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError, PipelineError
+from sensorstream.failpoints import failpoint
 
 log = logging.getLogger("sensorstream.maintenance")
 
@@ -83,7 +84,7 @@ def _transient(exc: BaseException) -> bool:
     return "generic s3 error" in text or "error sending request" in text
 
 
-def _retrying(what: str, uri: str, action: Callable[[], T]) -> T:
+def retrying(what: str, uri: str, action: Callable[[], T]) -> T:
     """Run `action`, retrying conflicts and outages with backoff; map the rest to exit codes."""
     attempts = ATTEMPTS
     backoff = Backoff(initial_s=0.5, max_s=8.0)
@@ -106,7 +107,7 @@ def _retrying(what: str, uri: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _load(uri: str, storage_options: dict[str, str] | None) -> DeltaTable:
+def load_table(uri: str, storage_options: dict[str, str] | None) -> DeltaTable:
     return DeltaTable(uri, storage_options=storage_options or None)
 
 
@@ -142,8 +143,13 @@ def _commit_lease(table: DeltaTable, version: int) -> None:
     )
 
 
-class _LeaseHeld(Exception):
-    pass
+class _Held(Exception):
+    """Raised inside a claim attempt, so `retrying` does not take it for a failure."""
+
+
+class LeaseHeld(PipelineError):
+    """Another compaction holds the table's lease: this one did nothing (a continuous
+    compactor tries again on its next pass; `sensorstream compact` exits 1)."""
 
 
 @contextmanager
@@ -160,12 +166,12 @@ def compaction_lease(
     """
 
     def claim() -> int:
-        table = _load(uri, storage_options)
+        table = load_table(uri, storage_options)
         current = table.transaction_version(COMPACTION_APP_ID)
         expiry = _lease_expiry(current)
         if expiry is not None and expiry > _now_ms():
             until = datetime.fromtimestamp(expiry / 1000, UTC).isoformat(timespec="seconds")
-            raise _LeaseHeld(
+            raise _Held(
                 f"compacting {uri}: another compaction holds the table's lease until {until}; "
                 "two compactions of the same files would duplicate their rows"
             )
@@ -176,19 +182,19 @@ def compaction_lease(
         return version
 
     def release(claimed: int) -> None:
-        table = _load(uri, storage_options)
+        table = load_table(uri, storage_options)
         if table.transaction_version(COMPACTION_APP_ID) == claimed:  # else: expired, taken
             _commit_lease(table, claimed + 1)
 
     try:
-        claimed = _retrying("claiming the compaction lease of", uri, claim)
-    except _LeaseHeld as exc:
-        raise PipelineError(str(exc)) from None
+        claimed = retrying("claiming the compaction lease of", uri, claim)
+    except _Held as exc:
+        raise LeaseHeld(str(exc)) from None
     try:
         yield claimed
     finally:
         try:
-            _retrying("releasing the compaction lease of", uri, lambda: release(claimed))
+            retrying("releasing the compaction lease of", uri, lambda: release(claimed))
         except PipelineError as exc:
             log.warning("%s; the lease expires by itself after %.0f s", exc, lease_s)
 
@@ -206,20 +212,56 @@ def compact(
     The rows stay the same (the OPTIMIZE commit marks its files dataChange=false, so streaming
     readers skip it); only the file layout changes.
     """
+    (result,) = compact_partitions(uri, storage_options, [(None, target_size)], lease_s=lease_s)
+    return result
+
+
+PartitionFilters = list[tuple[str, str, str]] | None
+
+
+def compact_partitions(
+    uri: str,
+    storage_options: dict[str, str] | None,
+    steps: Sequence[tuple[PartitionFilters, int | None]],
+    *,
+    lease_s: float = DEFAULT_LEASE_S,
+) -> list[CompactResult]:
+    """Compact each (partition filters, target size) of `steps` in turn, under one claim of
+    the table's lease; LeaseHeld when another compaction holds it.
+
+    Each step is its own OPTIMIZE commit, so a partition compacted early is not redone when
+    a later one fails. `lease_s` must exceed the time all steps take: a compaction still
+    running when its lease expires could meet a second one on the same files.
+    """
+    results: list[CompactResult] = []
+    with compaction_lease(uri, storage_options, lease_s):
+        failpoint("maintenance.lease_claimed")
+        for filters, target_size in steps:
+            results.append(
+                retrying("compacting", uri, _optimizer(uri, storage_options, filters, target_size))
+            )
+    return results
+
+
+def _optimizer(
+    uri: str,
+    storage_options: dict[str, str] | None,
+    filters: PartitionFilters,
+    target_size: int | None,
+) -> Callable[[], CompactResult]:
     attempts = 0
 
     def attempt() -> CompactResult:
         nonlocal attempts
         attempts += 1
-        table = _load(uri, storage_options)
-        metrics = table.optimize.compact(target_size=target_size)
+        table = load_table(uri, storage_options)
+        metrics = table.optimize.compact(partition_filters=filters, target_size=target_size)
         removed, added = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
         # Appends may land while delta-rs commits the OPTIMIZE past them: report the table's
         # version once it is done, which includes the compaction.
-        return CompactResult(removed, added, _load(uri, storage_options).version(), attempts)
+        return CompactResult(removed, added, load_table(uri, storage_options).version(), attempts)
 
-    with compaction_lease(uri, storage_options, lease_s):
-        return _retrying("compacting", uri, attempt)
+    return attempt
 
 
 # -- vacuum -------------------------------------------------------------------------------------
@@ -252,7 +294,7 @@ def vacuum(
         )
 
     def attempt() -> list[str]:
-        table = _load(uri, storage_options)
+        table = load_table(uri, storage_options)
         try:
             return table.vacuum(
                 retention_hours=retention_hours,
@@ -264,7 +306,7 @@ def vacuum(
                 raise ConfigError(f"vacuum {uri}: {_describe(exc)}") from None
             raise
 
-    return _retrying("vacuuming", uri, attempt)
+    return retrying("vacuuming", uri, attempt)
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -278,9 +320,9 @@ def checkpoint(uri: str, storage_options: dict[str, str] | None) -> int:
     """
 
     def attempt() -> int:
-        table = _load(uri, storage_options)
+        table = load_table(uri, storage_options)
         table.create_checkpoint()
         table.cleanup_metadata()  # only logs older than the table's delta.logRetentionDuration
         return table.version()
 
-    return _retrying("checkpointing", uri, attempt)
+    return retrying("checkpointing", uri, attempt)

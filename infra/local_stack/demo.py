@@ -6,6 +6,7 @@ What runs, each stage as its own `sensorstream` process (logs: `.stack/logs/demo
     produce  x3  tails its node's database into `sensors.readings`
     route    x1  quixstreams, the routing version in force (the default routes.yaml)
     sink     x1  Delta tables under $SENSORSTREAM_LAKE_URI
+    maintain x1  compacts those tables' small files while the sink writes them
 
 The demo uses the real topics, consumer groups and stable node ids, so a second run continues
 where the first stopped, the way a restarted deployment would: each producer resumes from its
@@ -227,7 +228,7 @@ class Demo:
                 f"sink. What they still hold is counted as in flight below, not as missing; "
                 f"look in {shown(sup.log_dir)}/demo-*.log for why they stalled"
             )
-        rest = sup.of("produce", "route", "sink")
+        rest = sup.of("produce", "route", "sink", "maintain")
         sup.stop(rest, hurry=lambda: self.stops.hurry)
         self._lap("stopping")
         failed = [c for c in rest if c.exit_code != 0]
@@ -246,7 +247,7 @@ class Demo:
         self._last = take_snapshot(nodes, probe)
         assert self.view is not None
         self.view.update(status, self._last)
-        dead = [c for c in sup.of("produce", "route", "sink") if not c.running]
+        dead = [c for c in sup.of("produce", "route", "sink", "maintain") if not c.running]
         if dead:
             return self._failed(dead, "exited while the pipeline was running")
         return None
@@ -257,6 +258,7 @@ class Demo:
         specs = [
             pipeline.router(ROUTER_INSTANCE, name="router"),
             pipeline.sink(SINK_INSTANCE, SINK_FLUSH_S, name="sink"),
+            pipeline.maintain(),
             *(pipeline.producer(node, name=f"produce-{node.region}") for node in nodes),
         ]
         specs = [
@@ -265,7 +267,7 @@ class Demo:
         ]
         children = [sup.start(spec) for spec in specs]
         self.say(
-            f"started the router, the sink and {len(nodes)} producers "
+            f"started the router, the sink, the compactor and {len(nodes)} producers "
             f"(logs: {shown(sup.log_dir)}/demo-*.log)"
         )
         endpoints = ", ".join(f"{spec.name} :{pipeline.metrics_port(spec)}" for spec in specs)

@@ -35,6 +35,7 @@ SINK_GROUP = "sensorstream-sink"
 ROUTER_READY = ("now processing incoming messages",)
 SINK_READY = ("assigned ",)
 PRODUCER_READY = ("no checkpoint for node", "resuming node")
+MAINTAIN_READY = ("maintaining the Delta tables",)
 
 # Component settings a developer may have exported for their own runs; the pipeline runs the
 # defaults plus what its specs set, so these are not passed on.
@@ -43,6 +44,7 @@ _COMPONENT_ENV_PREFIXES = (
     "SENSORSTREAM_PRODUCER_",
     "SENSORSTREAM_ROUTER_",
     "SENSORSTREAM_SINK_",
+    "SENSORSTREAM_MAINTAIN_",
     "SENSORSTREAM_FAILPOINTS",
 )
 
@@ -85,6 +87,7 @@ _METRICS_PORT_ENV = {
     "produce": "SENSORSTREAM_PRODUCER_METRICS_PORT",
     "route": "SENSORSTREAM_ROUTER_METRICS_PORT",
     "sink": "SENSORSTREAM_SINK_METRICS_PORT",
+    "maintain": "SENSORSTREAM_MAINTAIN_METRICS_PORT",
 }
 _NO_METRICS = dict.fromkeys(_METRICS_PORT_ENV.values(), "0")
 
@@ -177,6 +180,13 @@ def sink(
         **(env or {}),
     }
     return ProcessSpec(name or instance, "sink", ("sink",), settings, SINK_READY)
+
+
+def maintain(
+    env: Mapping[str, str] | None = None, name: str = "maintain", args: tuple[str, ...] = ()
+) -> ProcessSpec:
+    """The lake's continuous compaction (`sensorstream maintain`), beside the sinks."""
+    return ProcessSpec(name, "maintain", ("maintain", *args), dict(env or {}), MAINTAIN_READY)
 
 
 def prepare(nodes: list[EdgeNode], kafka_config: dict[str, str]) -> None:

@@ -60,7 +60,7 @@ class ProcessSpec:
     """
 
     name: str
-    role: str  # simulate, produce, route or sink
+    role: str  # simulate, produce, route, sink or maintain
     args: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     ready: tuple[str, ...] = ()

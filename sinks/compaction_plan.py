@@ -1,0 +1,171 @@
+"""Which partitions of a Delta table to compact now, and to what file size: pure logic.
+
+A sink flushing every second or two writes one small file per table and partition per flush,
+so a day partition collects thousands of files. Compacting all of them into one big file on
+every pass would rewrite the growing file again and again (the cost grows with the square of
+the day's data); never compacting the partition the sink is writing would leave every reader
+opening thousands of files. The plan is therefore tiered, per partition:
+
+* **open** partitions (a file written within `window_s`: the sink still writes there):
+  - *small* tier: more than `max_small_files` files under a quarter of `small_file_bytes` are
+    merged into files of up to `small_file_bytes`. Cheap (a few MB rewritten), so it runs on
+    nearly every pass and keeps the count of fresh files low.
+  - *target* tier: more than `max_medium_files` files from a quarter of `small_file_bytes` to a
+    quarter of `target_file_bytes` are merged into files of up to `target_file_bytes`: the
+    growing big file is rewritten only every few small-tier outputs, not on every pass.
+
+  A tier's output counts as done once it is a quarter of its target: delta-rs packs files by
+  their input sizes, and a merged file is smaller than its parts (one footer instead of many,
+  and Parquet compresses a long column better: small files shrink to half or less), so
+  outputs well under the target are normal and must not be merged again and again.
+* **closed** partitions (no file written within `window_s`: yesterday, once the sink has
+  moved on): when a file is under `closed_min_file_bytes`, the partition is merged into as
+  few files of up to about `closed_file_bytes` as hold it, of balanced sizes (so the last one
+  is not a small remainder): a finished day ends as one file, or a few big ones.
+
+delta-rs packs the files of a partition that are under the target size into bins of up to
+that size, in the table's file order; bins of one file are left alone. `candidates` is the
+set of files a step would consider, so the caller can tell a step it already ran without
+effect (files it cannot merge, e.g. two that do not fit one bin) and not repeat it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+Tier = Literal["small", "target", "closed"]
+TIERS: tuple[Tier, ...] = ("small", "target", "closed")
+_PARTITION_PREFIX = "partition."
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str
+    size: int
+    modified_ms: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of a table (a day, or a day and hour), with its active files."""
+
+    values: tuple[tuple[str, str], ...]
+    files: tuple[DataFile, ...]
+
+    @property
+    def name(self) -> str:
+        return "/".join(f"{k}={v}" for k, v in self.values) or "(unpartitioned)"
+
+    @property
+    def filters(self) -> list[tuple[str, str, str]] | None:
+        """delta-rs partition filters selecting exactly this partition."""
+        return [(k, "=", v) for k, v in self.values] or None
+
+    @property
+    def newest_ms(self) -> int:
+        return max((f.modified_ms for f in self.files), default=0)
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    small_file_bytes: int
+    max_small_files: int
+    target_file_bytes: int
+    max_medium_files: int
+    closed_file_bytes: int
+    closed_min_file_bytes: int
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """Compact `partition` with delta-rs target size `target_size`."""
+
+    partition: Partition
+    tier: Tier
+    target_size: int
+    candidates: frozenset[str]
+
+    def describe(self) -> str:
+        return (
+            f"{self.partition.name}: {len(self.candidates)} files for the {self.tier} tier "
+            f"(target {_size(self.target_size)})"
+        )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def partitions_of(add_actions: Iterable[Mapping[str, Any]]) -> list[Partition]:
+    """Group a table's active files (rows of `DeltaTable.get_add_actions(flatten=True)`) by
+    partition values."""
+    grouped: dict[tuple[tuple[str, str], ...], list[DataFile]] = {}
+    for row in add_actions:
+        values = tuple(
+            sorted(
+                (key[len(_PARTITION_PREFIX) :], _text(value))
+                for key, value in row.items()
+                if key.startswith(_PARTITION_PREFIX) and value is not None
+            )
+        )
+        grouped.setdefault(values, []).append(
+            DataFile(str(row["path"]), int(row["size_bytes"]), int(row["modification_time"]))
+        )
+    return [Partition(values, tuple(files)) for values, files in sorted(grouped.items())]
+
+
+def is_closed(partition: Partition, policy: CompactionPolicy, now_ms: int) -> bool:
+    """No file written within the window: the sink has moved on from this partition."""
+    return now_ms - partition.newest_ms >= policy.window_s * 1000
+
+
+def plan(partition: Partition, policy: CompactionPolicy, now_ms: int) -> Step | None:
+    """The one step this partition needs now, cheapest tier first; None when it is fine."""
+    files = partition.files
+    if is_closed(partition, policy, now_ms):
+        small = [f for f in files if f.size < policy.closed_min_file_bytes]
+        if len(files) > 1 and small:
+            candidates = [f for f in files if f.size <= policy.closed_file_bytes]
+            target = balanced_target([f.size for f in candidates], policy.closed_file_bytes)
+            return _step(partition, "closed", target, [f for f in candidates if f.size <= target])
+        return None
+    small_done, target_done = policy.small_file_bytes // 4, policy.target_file_bytes // 4
+    small = [f for f in files if f.size < small_done]
+    if len(small) > policy.max_small_files:
+        candidates = [f for f in files if f.size <= policy.small_file_bytes]
+        return _step(partition, "small", policy.small_file_bytes, candidates)
+    medium = [f for f in files if small_done <= f.size < target_done]
+    if len(medium) > policy.max_medium_files:
+        candidates = [f for f in files if f.size <= policy.target_file_bytes]
+        return _step(partition, "target", policy.target_file_bytes, candidates)
+    return None
+
+
+def balanced_target(sizes: list[int], largest: int) -> int:
+    """A delta-rs target size that packs `sizes` into the fewest bins of about `largest` or
+    less, all of about the same size.
+
+    delta-rs fills bins in file order and closes one when the next file does not fit, so each
+    bin but the last holds at least `target - max(sizes)`. With `n` bins needed and a target of
+    `total / n + max(sizes)`, every bin holds about `total / n`, the last one included.
+    """
+    total = sum(sizes)
+    bins = max(1, math.ceil(total / largest))
+    if bins == 1:
+        return largest
+    return math.ceil(total / bins) + max(sizes)
+
+
+def _step(partition: Partition, tier: Tier, target: int, files: list[DataFile]) -> Step:
+    return Step(partition, tier, target, frozenset(f.path for f in files))
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size} B"
