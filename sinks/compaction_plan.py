@@ -6,18 +6,18 @@ every pass would rewrite the growing file again and again (the cost grows with t
 the day's data); never compacting the partition the sink is writing would leave every reader
 opening thousands of files. The plan is therefore tiered, per partition:
 
-* **open** partitions (a file written within `window_s`: the sink still writes there):
-  - *small* tier: more than `max_small_files` files under a quarter of `small_file_bytes` are
-    merged into files of up to `small_file_bytes`. Cheap (a few MB rewritten), so it runs on
-    nearly every pass and keeps the count of fresh files low.
-  - *target* tier: more than `max_medium_files` files from a quarter of `small_file_bytes` to a
-    quarter of `target_file_bytes` are merged into files of up to `target_file_bytes`: the
-    growing big file is rewritten only every few small-tier outputs, not on every pass.
+* **open** partitions (a file written within `window_s`: the sink still writes there) are
+  compacted in tiers of growing file size (`open_tier_bytes`, e.g. 1 MiB, 16 MiB, 128 MiB):
+  when more than `max_files_per_tier` files lie in a tier's range (from a quarter of the
+  tier below's size to a quarter of its own), they are merged into files of up to the tier's
+  size. The first tier runs on nearly every pass but rewrites at most its size (about 1 MiB);
+  each next tier runs only every few outputs of the one below, so every byte is rewritten about
+  once per tier, and the growing big file is not rewritten on every pass.
 
-  A tier's output counts as done once it is a quarter of its target: delta-rs packs files by
+  A tier's output counts as done once it is a quarter of its size: delta-rs packs files by
   their input sizes, and a merged file is smaller than its parts (one footer instead of many,
   and Parquet compresses a long column better: small files shrink to half or less), so
-  outputs well under the target are normal and must not be merged again and again.
+  outputs well under the size are normal and must not be merged again and again.
 * **closed** partitions (no file written within `window_s`: yesterday, once the sink has
   moved on): when a file is under `closed_min_file_bytes`, the partition is merged into as
   few files of up to about `closed_file_bytes` as hold it, of balanced sizes (so the last one
@@ -35,10 +35,11 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
-Tier = Literal["small", "target", "closed"]
-TIERS: tuple[Tier, ...] = ("small", "target", "closed")
+Tier = str
+"""`open1`, `open2`, ... (the open tiers, smallest first) or `closed`."""
+CLOSED: Tier = "closed"
 _PARTITION_PREFIX = "partition."
 
 
@@ -72,10 +73,8 @@ class Partition:
 
 @dataclass(frozen=True)
 class CompactionPolicy:
-    small_file_bytes: int
-    max_small_files: int
-    target_file_bytes: int
-    max_medium_files: int
+    open_tier_bytes: tuple[int, ...]
+    max_files_per_tier: int
     closed_file_bytes: int
     closed_min_file_bytes: int
     window_s: float
@@ -127,25 +126,27 @@ def is_closed(partition: Partition, policy: CompactionPolicy, now_ms: int) -> bo
 
 
 def plan(partition: Partition, policy: CompactionPolicy, now_ms: int) -> Step | None:
-    """The one step this partition needs now, cheapest tier first; None when it is fine."""
+    """The one step this partition needs now: the biggest tier with too many files in its
+    range (its merge takes in the smaller files as well); None when the partition is fine."""
     files = partition.files
     if is_closed(partition, policy, now_ms):
         small = [f for f in files if f.size < policy.closed_min_file_bytes]
         if len(files) > 1 and small:
             candidates = [f for f in files if f.size <= policy.closed_file_bytes]
             target = balanced_target([f.size for f in candidates], policy.closed_file_bytes)
-            return _step(partition, "closed", target, [f for f in candidates if f.size <= target])
+            return _step(partition, CLOSED, target, [f for f in candidates if f.size <= target])
         return None
-    small_done, target_done = policy.small_file_bytes // 4, policy.target_file_bytes // 4
-    small = [f for f in files if f.size < small_done]
-    if len(small) > policy.max_small_files:
-        candidates = [f for f in files if f.size <= policy.small_file_bytes]
-        return _step(partition, "small", policy.small_file_bytes, candidates)
-    medium = [f for f in files if small_done <= f.size < target_done]
-    if len(medium) > policy.max_medium_files:
-        candidates = [f for f in files if f.size <= policy.target_file_bytes]
-        return _step(partition, "target", policy.target_file_bytes, candidates)
-    return None
+    step = None
+    lower = 0
+    for number, size in enumerate(policy.open_tier_bytes, start=1):
+        done = size // 4
+        in_range = [f for f in files if lower <= f.size < done]
+        if len(in_range) > policy.max_files_per_tier:
+            # A bigger tier merges the smaller files too, and must not wait for the smaller
+            # tier to have nothing to do: fresh files arrive on every pass.
+            step = _step(partition, f"open{number}", size, [f for f in files if f.size <= size])
+        lower = done
+    return step
 
 
 def balanced_target(sizes: list[int], largest: int) -> int:

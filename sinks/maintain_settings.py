@@ -1,12 +1,14 @@
 """What `sensorstream maintain` can be told (flags > environment > YAML `maintain:` > defaults).
 
 The defaults suit sinks that flush every table every few seconds: fresh files are merged within
-about one pass (`interval_s`), a day partition keeps a handful of files while it is written,
+about one pass (`interval_s`), a day partition keeps a dozen files or fewer while it is written,
 and a day the sink has left behind (`window_s`) ends as files of at least 64 MiB, or one file
 when the day holds less. See docs/runbook.md, "Continuous compaction".
 """
 
 from __future__ import annotations
+
+import itertools
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -29,16 +31,16 @@ class MaintainSettings(LayeredSettings):
         description="a partition with no file written for this long is closed: the sink has "
         "moved on, and its files are merged into big ones",
     )
-    small_file_bytes: int = Field(8 * MiB, ge=1024, description="first tier's file size")
-    max_small_files: int = Field(
-        4, ge=1, description="an open partition's files under small_file_bytes before merging"
+    open_tier_bytes: list[int] = Field(
+        default_factory=lambda: [1 * MiB, 16 * MiB, 128 * MiB],
+        min_length=1,
+        description="file sizes of the tiers that compact a partition the sink still writes, "
+        "smallest first",
     )
-    target_file_bytes: int = Field(128 * MiB, ge=1024, description="second tier's file size")
-    max_medium_files: int = Field(
-        4,
+    max_files_per_tier: int = Field(
+        3,
         ge=1,
-        description="an open partition's files from small_file_bytes to target_file_bytes "
-        "before merging them into target_file_bytes files",
+        description="files in a tier's size range a partition may hold before they are merged",
     )
     closed_file_bytes: int = Field(
         1024 * MiB, ge=1024, description="largest file a closed partition's files merge into"
@@ -66,21 +68,23 @@ class MaintainSettings(LayeredSettings):
 
     @model_validator(mode="after")
     def _tiers_grow(self) -> MaintainSettings:
-        if not self.small_file_bytes < self.target_file_bytes <= self.closed_file_bytes:
+        tiers = self.open_tier_bytes
+        growing = all(a < b for a, b in itertools.pairwise(tiers))
+        if not growing or tiers[-1] > self.closed_file_bytes:
             raise ValueError(
-                "file sizes must grow tier by tier: small_file_bytes < target_file_bytes <= "
-                "closed_file_bytes"
+                "maintain: file sizes must grow tier by tier: open_tier_bytes in increasing "
+                "order, none above closed_file_bytes"
             )
+        if min(self.open_tier_bytes) < 1024:
+            raise ValueError("maintain: open_tier_bytes must be 1024 bytes or more")
         if self.closed_min_file_bytes > self.closed_file_bytes:
             raise ValueError("closed_min_file_bytes must not exceed closed_file_bytes")
         return self
 
     def policy(self) -> CompactionPolicy:
         return CompactionPolicy(
-            small_file_bytes=self.small_file_bytes,
-            max_small_files=self.max_small_files,
-            target_file_bytes=self.target_file_bytes,
-            max_medium_files=self.max_medium_files,
+            open_tier_bytes=tuple(self.open_tier_bytes),
+            max_files_per_tier=self.max_files_per_tier,
             closed_file_bytes=self.closed_file_bytes,
             closed_min_file_bytes=self.closed_min_file_bytes,
             window_s=self.window_s,

@@ -36,7 +36,7 @@ def probe_url(component: str, environ: dict[str, str]) -> str | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: healthcheck.py producer|router|sink", file=sys.stderr)
+        print("usage: healthcheck.py producer|router|sink|maintain", file=sys.stderr)
         return 2
     url = probe_url(argv[1], dict(os.environ))
     if url is None:

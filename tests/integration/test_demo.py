@@ -83,5 +83,6 @@ def test_demo_runs_three_regions_through_the_pipeline_exactly_once():
     # Each long-running process served its metrics on a port of its own, and said where.
     endpoints = re.search(r"Prometheus metrics at \S+: (.*)", out).group(1).split(", ")
     served = dict(endpoint.split(" :") for endpoint in endpoints)
-    assert set(served) == {"router", "sink", *(f"produce-{region}" for region in REGIONS)}
+    producers = {f"produce-{region}" for region in REGIONS}
+    assert set(served) == {"router", "sink", "maintain", *producers}
     assert len(set(served.values())) == len(served)

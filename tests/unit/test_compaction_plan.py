@@ -12,10 +12,8 @@ from sinks.compaction_plan import CompactionPolicy, DataFile, Partition, partiti
 KiB = 1024
 NOW_MS = 10_000_000
 POLICY = CompactionPolicy(
-    small_file_bytes=100 * KiB,
-    max_small_files=3,
-    target_file_bytes=1000 * KiB,
-    max_medium_files=2,
+    open_tier_bytes=(100 * KiB, 1000 * KiB),
+    max_files_per_tier=3,
     closed_file_bytes=10_000 * KiB,
     closed_min_file_bytes=600 * KiB,
     window_s=60,
@@ -64,11 +62,12 @@ def test_unpartitioned_table_has_one_partition_without_filters():
     ("sizes", "tier"),
     [
         ((10, 10, 10), None),  # few small files: not worth a commit yet
-        ((10, 10, 10, 10), "small"),
-        ((30, 30, 10, 10, 10), None),  # a quarter-full small-tier output is done for that tier
-        ((30, 30, 30), "target"),
-        ((300, 30, 30, 10), None),
-        ((1200, 900, 300, 10, 10), None),  # big files are never rewritten by the open tiers
+        ((10, 10, 10, 10), "open1"),
+        ((30, 30, 10, 10, 10), None),  # a quarter-full first-tier output is done for that tier
+        ((30, 30, 30, 30), "open2"),
+        ((30, 30, 30, 30, 10, 10, 10, 10), "open2"),  # the bigger tier takes the small files too
+        ((300, 30, 30, 30, 10), None),
+        ((1200, 900, 300, 300, 300, 300, 10), None),  # big files: no open tier rewrites them
     ],
 )
 def test_open_partition_tiers(sizes, tier):
@@ -100,7 +99,7 @@ def test_closed_partition(sizes, tier):
 
 def test_a_partition_written_within_the_window_is_open():
     many_small = (10,) * 5
-    assert plan(partition(*many_small, age_s=59), POLICY, NOW_MS).tier == "small"
+    assert plan(partition(*many_small, age_s=59), POLICY, NOW_MS).tier == "open1"
     assert plan(partition(*many_small, age_s=60), POLICY, NOW_MS).tier == "closed"
 
 

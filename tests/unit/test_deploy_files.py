@@ -43,7 +43,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 # Key families the product reads: in our own containers every key of these families must be a
 # setting. Other images (Redpanda Console's KAFKA_BROKERS, ...) have their own names.
 PRODUCT_KEY_PREFIXES = ("SENSORSTREAM_", "KAFKA_", "SCHEMA_REGISTRY_", "AWS_")
-SERVICE_TARGETS = ("producer", "router", "sink")  # the long-running commands with metrics
+SERVICE_TARGETS = ("producer", "router", "sink", "maintain")  # long-running, with metrics
 BACALHAU_JOB_TYPES = {"batch", "ops", "daemon", "service"}
 
 

@@ -59,7 +59,7 @@ def test_each_registry_has_its_own_counters():
 def test_every_family_is_named_sensorstream_and_documented():
     families = list(MetricFamilies().register_all().registry.collect())
     ours = [f for f in families if f.name.startswith("sensorstream_")]
-    assert len(ours) == 16
+    assert len(ours) == 25
     assert all(f.documentation for f in ours)
     assert {f.name for f in families} >= {"process_resident_memory_bytes", "python_info"}
 
@@ -90,6 +90,18 @@ STAGE_FAMILIES = {
     },
     "sink": SHARED_FAMILIES
     | {"sensorstream_consumer_lag_records", "sensorstream_sink_buffered_records"},
+    # The compactor shares no family with the data path: it moves files, not records.
+    "maintain": {
+        "sensorstream_maintain_compactions",
+        "sensorstream_maintain_files_removed",
+        "sensorstream_maintain_files_added",
+        "sensorstream_maintain_lease_busy",
+        "sensorstream_maintain_active_files",
+        "sensorstream_maintain_max_partition_files",
+        "sensorstream_maintain_tables",
+        "sensorstream_maintain_pass_duration_seconds",
+        "sensorstream_maintain_last_pass_timestamp_seconds",
+    },
 }
 
 
@@ -97,11 +109,17 @@ def exported_families(stage: str) -> set[str]:
     """The sensorstream families a command's /metrics lists, as its stage's metrics class
     registers them when the command starts."""
     from producers.metrics import ProducerMetrics
+    from sinks.maintain_metrics import MaintainMetrics
     from sinks.metrics import SinkMetrics
     from stream_apps.metrics import RouterMetrics
 
     families = MetricFamilies()
-    {"producer": ProducerMetrics, "router": RouterMetrics, "sink": SinkMetrics}[stage](families)
+    {
+        "producer": ProducerMetrics,
+        "router": RouterMetrics,
+        "sink": SinkMetrics,
+        "maintain": MaintainMetrics,
+    }[stage](families)
     text = generate_latest(families.registry).decode()
     return {
         family.name

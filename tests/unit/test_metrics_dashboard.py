@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sensorstream.metrics import (
+    MAINTAIN_METRICS_PORT,
     PRODUCER_METRICS_PORT,
     ROUTER_METRICS_PORT,
     SINK_METRICS_PORT,
@@ -121,6 +122,7 @@ def test_prometheus_scrapes_each_command_on_its_default_port():
         "sensorstream-producer": [f"producer:{PRODUCER_METRICS_PORT}"],
         "sensorstream-router": [f"router:{ROUTER_METRICS_PORT}"],
         "sensorstream-sink": [f"sink:{SINK_METRICS_PORT}"],
+        "sensorstream-maintain": [f"maintain:{MAINTAIN_METRICS_PORT}"],
     }
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
