@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, PostCommitHookProperties, write_deltalake
 
 from sinks.delta_writer import DeltaTableWriter
 from sinks.settings import SinkSettings
@@ -124,3 +124,39 @@ def test_txn_versions_outlive_their_commit_files_even_with_a_txn_retention(tmp_p
     assert "00000000000000000000.json" not in log
     assert DeltaTable(writer.target.uri).transaction_version(f"sensorstream:{TOPIC}/0") == 2
     assert writer_for(tmp_path).write(batch(0), {(TOPIC, 0): 2}) == 0
+
+
+def log_names(writer: DeltaTableWriter) -> list[str]:
+    return sorted(p.name for p in (Path(writer.target.uri) / "_delta_log").iterdir())
+
+
+def test_a_commit_leaves_the_log_alone_and_a_checkpoint_cleans_it(tmp_path):
+    """delta-rs's hook would clean (listing the whole log) after every commit; the sink's
+    commits leave it to the cleanup that follows each checkpoint."""
+    writer = writer_for(tmp_path, checkpoint_interval=5)
+    for i in range(7):  # versions 0-6, a checkpoint at 4; nothing expires in 7 days
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    DeltaTable(writer.target.uri).alter.set_table_properties(  # what an operator might do
+        {"delta.logRetentionDuration": "interval 0 seconds"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    writer.write(batch(21), {(TOPIC, 0): 23})  # version 8: no checkpoint
+    assert "00000000000000000000.json" in log_names(writer)
+    writer.write(batch(24), {(TOPIC, 0): 26})  # version 9: a checkpoint
+    names = log_names(writer)
+    assert [n for n in names if n.endswith(".checkpoint.parquet")] == [
+        "00000000000000000009.checkpoint.parquet"
+    ]
+    assert "00000000000000000008.json" not in names
+    assert DeltaTable(writer.target.uri).count() == 27
+
+
+def test_a_table_that_turned_cleanup_off_keeps_its_log(tmp_path):
+    writer = writer_for(tmp_path, checkpoint_interval=3, log_retention_hours=0)
+    writer.write(batch(0), {(TOPIC, 0): 2})
+    DeltaTable(writer.target.uri).alter.set_table_properties(
+        {"delta.enableExpiredLogCleanup": "false"}
+    )
+    for i in range(1, 8):
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    assert "00000000000000000000.json" in log_names(writer)
