@@ -304,8 +304,8 @@ def analyse(
 
 def completeness(run: E2EPipeline, seen: Any, dlq_rows: int) -> dict[str, Any]:
     """Every row the routing engine sends to a table was seen there by the reader, once."""
-    from infra.local_stack.chaos import ROUTES_FILE
     from infra.local_stack.lake_expectation import DLQ_TABLE, expected_rows
+    from stream_apps.app import DEFAULT_ROUTES as ROUTES_FILE
 
     expected = expected_rows(run.nodes, ROUTES_FILE)
     landed: dict[str, Counter] = defaultdict(Counter)

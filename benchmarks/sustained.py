@@ -244,8 +244,8 @@ def summarise(samples: list[Sample], rate: float, warmup_s: float) -> dict[str, 
 
 def verify(pipe: E2EPipeline) -> list[dict[str, Any]]:
     """Every Delta table against the rows its routes select from SQLite, row by row."""
-    from infra.local_stack.chaos import ROUTES_FILE
     from infra.local_stack.lake_expectation import compare, expected_rows, landed_rows
+    from stream_apps.app import DEFAULT_ROUTES as ROUTES_FILE
 
     assert pipe.servers is not None
     expected = expected_rows(pipe.nodes, ROUTES_FILE)

@@ -18,10 +18,16 @@ opening thousands of files. The plan is therefore tiered, per partition:
   their input sizes, and a merged file is smaller than its parts (one footer instead of many,
   and Parquet compresses a long column better: small files shrink to half or less), so
   outputs well under the size are normal and must not be merged again and again.
-* **closed** partitions (no file written within `window_s`: yesterday, once the sink has
+* **closed** partitions (no row landed within `window_s`: yesterday, once the sink has
   moved on): when a file is under `closed_min_file_bytes`, the partition is merged into as
   few files of up to about `closed_file_bytes` as hold it, of balanced sizes (so the last one
   is not a small remainder): a finished day ends as one file, or a few big ones.
+
+When a row landed is told by the file's `_ingested_at` maximum (the sink's landing time,
+kept in the Delta statistics and carried over by a merge), falling back to the file's
+modification time where the table keeps no statistics for that column. A merged file's
+modification time is the merge's own: counting it would reopen a closed day after each of
+its merges, so it would reach its final size only a window per step.
 
 delta-rs packs the files of a partition that are under the target size into bins of up to
 that size, in the table's file order; bins of one file are left alone. `candidates` is the
@@ -41,13 +47,15 @@ Tier = str
 """`open1`, `open2`, ... (the open tiers, smallest first) or `closed`."""
 CLOSED: Tier = "closed"
 _PARTITION_PREFIX = "partition."
+_LANDED_STAT = "max._ingested_at"
 
 
 @dataclass(frozen=True)
 class DataFile:
     path: str
     size: int
-    modified_ms: int
+    landed_ms: int
+    """When its newest row landed (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class Partition:
 
     @property
     def newest_ms(self) -> int:
-        return max((f.modified_ms for f in self.files), default=0)
+        return max((f.landed_ms for f in self.files), default=0)
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,20 @@ def partitions_of(add_actions: Iterable[Mapping[str, Any]]) -> list[Partition]:
             )
         )
         grouped.setdefault(values, []).append(
-            DataFile(str(row["path"]), int(row["size_bytes"]), int(row["modification_time"]))
+            DataFile(str(row["path"]), int(row["size_bytes"]), _landed_ms(row))
         )
     return [Partition(values, tuple(files)) for values, files in sorted(grouped.items())]
 
 
+def _landed_ms(row: Mapping[str, Any]) -> int:
+    landed = row.get(_LANDED_STAT)
+    if isinstance(landed, datetime):
+        return int(landed.timestamp() * 1000)
+    return int(row["modification_time"])
+
+
 def is_closed(partition: Partition, policy: CompactionPolicy, now_ms: int) -> bool:
-    """No file written within the window: the sink has moved on from this partition."""
+    """No row landed within the window: the sink has moved on from this partition."""
     return now_ms - partition.newest_ms >= policy.window_s * 1000
 
 

@@ -3,7 +3,7 @@ partition alone (pure logic; the integration tests run it on real tables)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -51,6 +51,36 @@ def test_groups_add_actions_by_partition_values():
     assert found == {"event_date=2026-12-01": ["b"], "event_date=2026-12-02": ["a", "c"]}
     assert partitions_of(rows)[1].filters == [("event_date", "=", "2026-12-02")]
     assert partitions_of(rows)[1].newest_ms == 7
+
+
+def test_a_compaction_output_does_not_reopen_a_closed_day():
+    """A merged file is new (its modification time is the compaction's), but its rows landed
+    when the sink wrote them: `_ingested_at`'s max statistic says so. Had the file's time
+    counted, every closed-tier merge would reopen the day for a whole window, and `maintain
+    --once` would stop with the day's files still under the minimum size."""
+    landed = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    landed_ms = int(landed.timestamp() * 1000)
+    rows = [
+        {
+            "path": "merged",
+            "size_bytes": 10,
+            "modification_time": landed_ms + 3_600_000,
+            "max._ingested_at": landed,
+            "partition.event_date": date(2026, 12, 2),
+        },
+        {
+            "path": "no-stats",
+            "size_bytes": 10,
+            "modification_time": landed_ms - 5,
+            "max._ingested_at": None,
+            "partition.event_date": date(2026, 12, 2),
+        },
+    ]
+    (day,) = partitions_of(rows)
+    assert day.newest_ms == landed_ms
+    policy = CompactionPolicy((100, 1000), 3, 10_000, 600, window_s=60)
+    step = plan(day, policy, now_ms=landed_ms + 3_600_000 + 1_000)
+    assert step is not None and step.tier == "closed"
 
 
 def test_unpartitioned_table_has_one_partition_without_filters():
