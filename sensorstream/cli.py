@@ -26,6 +26,22 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
+# The extra of pyproject.toml that installs each command's libraries (README.md, "Install"):
+# an edge node installs `sensorstream[producer]`, without the hub's.
+COMMAND_EXTRAS = {
+    "simulate": "producer",
+    "produce": "producer",
+    "route": "router",
+    "routes": "router",
+    "sink": "sink",
+    "compact": "sink",
+    "vacuum": "sink",
+    "audit": "audit",
+}
+ROLE_LIBRARIES = {"httpx", "quixstreams", "deltalake", "polars", "pyarrow"}
+# Development tooling: in the source checkout, not in the wheel.
+DEV_TOOLING = {"infra", "benchmarks"}
+
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -769,3 +785,27 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     except PipelineError as exc:
         _stderr(f"sensorstream {args.command}: {exc}")
         return EXIT_RUNTIME
+    except ModuleNotFoundError as exc:
+        remedy = _missing_install(args.command, exc)
+        if remedy is None:
+            raise
+        _stderr(f"sensorstream {args.command}: {remedy}")
+        return EXIT_USAGE
+
+
+def _missing_install(command: str, exc: ModuleNotFoundError) -> str | None:
+    """What to install when a command's libraries are not in this install (bad usage: exit
+    2); None for any other missing module, which is a bug and stays a traceback."""
+    top = (exc.name or "").split(".")[0]
+    if top in DEV_TOOLING:
+        return (
+            f"`{command}` is development tooling (the local stack, the demo), not part of the "
+            "installed package: from a source checkout of sensorstream run `make demo`, or "
+            f"`uv run sensorstream {command}`"
+        )
+    if top in ROLE_LIBRARIES and command in COMMAND_EXTRAS:
+        return (
+            f"this install lacks {top}, which `{command}` needs: "
+            f"pip install 'sensorstream[{COMMAND_EXTRAS[command]}]'"
+        )
+    return None

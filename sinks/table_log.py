@@ -26,8 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from deltalake import DeltaTable
+# Annotations only: sinks.settings takes this module's default, and a `--config` file check
+# reads the sink's settings in every role, including the edge's install without deltalake.
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 log = logging.getLogger("sensorstream.sink")
 

@@ -56,7 +56,9 @@ def pyproject() -> dict[str, Any]:
 
 
 def wheel_packages() -> list[str]:
-    return list(pyproject()["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+    """The repository folders the wheel is built from (tests/unit/test_packaging.py checks
+    where they land inside it)."""
+    return list(pyproject()["tool"]["hatch"]["build"]["targets"]["wheel"]["only-include"])
 
 
 @cache
@@ -611,16 +613,24 @@ def test_run_mounts_are_accepted_by_buildah_and_podman() -> None:
     assert not problems, "\n".join(problems)
 
 
-def _edge_skip_modules() -> list[str]:
-    """Top-level modules of the distributions the edge image leaves out (ARG EDGE_SKIP)."""
-    skip = dockerfile().args("build-edge")["EDGE_SKIP"].split()
-    distributions = [skip[i + 1] for i, flag in enumerate(skip) if flag == "--no-install-package"]
-    locked = {
-        package["name"]
-        for package in tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))["package"]
-    }
-    unknown = sorted(set(distributions) - locked)
-    assert not unknown, f"EDGE_SKIP names packages that are not in uv.lock: {unknown}"
+def _stage_extras(stage: str) -> list[str]:
+    """The extras every `uv sync` of a build stage installs (--extra NAME)."""
+    syncs = [
+        args.split() for kw, args in dockerfile().stages[stage].instructions if "uv sync" in args
+    ]
+    assert syncs, f"{stage} runs no uv sync"
+    extras = {tuple(w[i + 1] for i, flag in enumerate(w) if flag == "--extra") for w in syncs}
+    assert len(extras) == 1, f"{stage}: the dependency and project syncs differ: {extras}"
+    return list(next(iter(extras)))
+
+
+def _hub_only_modules() -> list[str]:
+    """Top-level modules of the libraries the router and sink extras add."""
+    extras = pyproject()["project"]["optional-dependencies"]
+    distributions = [
+        re.split(r"[\[<>=!~ ;]", requirement)[0]
+        for requirement in extras["router"] + extras["sink"]
+    ]
 
     def normal(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
@@ -633,6 +643,14 @@ def _edge_skip_modules() -> list[str]:
     )
 
 
+def test_images_install_the_extras_of_their_role() -> None:
+    assert _stage_extras("build-edge") == ["producer"]
+    assert sorted(_stage_extras("build-hub")) == ["router", "sink"]
+    for stage in dockerfile().stages.values():
+        for _kw, args in stage.instructions:
+            assert "--no-install-package" not in args, f"{stage.name}: install extras, skip none"
+
+
 _EDGE_IMPORT_CHECK = """
 import importlib, importlib.abc, pkgutil, sys
 blocked = set(sys.argv[1].split(","))
@@ -640,7 +658,7 @@ blocked = set(sys.argv[1].split(","))
 class NotInTheEdgeImage(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in blocked:
-            raise ImportError(f"{name} is left out of the edge image (Dockerfile EDGE_SKIP)")
+            raise ImportError(f"{name} is not in the producer extra (the edge image)")
 
 sys.meta_path.insert(0, NotInTheEdgeImage())
 for package in ("producers", "sensorstream"):
@@ -654,7 +672,7 @@ sys.exit(main(["simulate", "--db", sys.argv[2], "--count", "50", "--rate", "0", 
 
 
 def test_edge_image_leaves_out_only_what_the_producer_never_imports(tmp_path: Path) -> None:
-    modules = _edge_skip_modules()
+    modules = _hub_only_modules()
     assert {"deltalake", "polars", "pyarrow", "quixstreams"} <= set(modules)
     result = subprocess.run(
         [sys.executable, "-c", _EDGE_IMPORT_CHECK, ",".join(modules), str(tmp_path / "edge.db")],
