@@ -16,7 +16,10 @@ from pydantic_settings import SettingsConfigDict
 from sensorstream.metrics import MAINTAIN_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
 from sinks.compaction_plan import CompactionPolicy
-from sinks.maintenance import DEFAULT_RETENTION_HOURS
+
+DEFAULT_RETENTION_HOURS = 168
+"""Vacuum keeps replaced files this long: Delta's own default (`deletedFileRetentionDuration`).
+Here, not beside vacuum, so a settings check needs no deltalake (a producer-only install)."""
 
 MiB = 2**20
 

@@ -31,13 +31,11 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError, PipelineError
 from sensorstream.failpoints import failpoint
+from sinks.maintain_settings import DEFAULT_RETENTION_HOURS
 
 log = logging.getLogger("sensorstream.maintenance")
 
 T = TypeVar("T")
-
-DEFAULT_RETENTION_HOURS = 168
-"""Vacuum keeps replaced files this long: Delta's own default (`deletedFileRetentionDuration`)."""
 
 COMPACTION_APP_ID = "sensorstream.compaction"
 DEFAULT_LEASE_S = 6 * 3600
