@@ -15,9 +15,9 @@ rows of this run are those after the highest rowid its database held when the de
 
 Progress is measured from outside, as an operator would (`kafka_probe`, `snapshot`, shown by
 `progress`); after the simulators end, the demo waits as long as some stage makes progress
-(`drain`). The summary (`lake_report`, `summary`) reads the Delta tables themselves and checks
-that every simulated row is in the raw table exactly once (`exactly_once`), telling rows the
-stopped pipeline still holds (`in_flight`: late, they land on the next run) from lost ones.
+(`drain`). The summary (`lake_report`, `summary`) counts rows in the Delta tables themselves;
+its exactly-once verdict is `sensorstream audit` of the lake (`exactly_once`), which tells rows
+the stopped pipeline still holds (in flight: late, they land on the next run) from lost ones.
 The processes are run by the `supervisor`, from the stage specs in `pipeline`. This module is
 the run itself.
 """
@@ -25,7 +25,6 @@ the run itself.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 import secrets
@@ -37,16 +36,17 @@ from pathlib import Path
 from typing import IO
 
 from infra.local_stack import pipeline
+from infra.local_stack.audit_cli import AuditFailed
 from infra.local_stack.display import clock, shown
 from infra.local_stack.drain import Drain, DrainState, describe, owed
-from infra.local_stack.in_flight import read_in_flight
+from infra.local_stack.exactly_once import audit_lake
 from infra.local_stack.interrupts import StopRequests
 from infra.local_stack.kafka_probe import KafkaProbe
-from infra.local_stack.lake_report import audit_lake_of, read_lake
+from infra.local_stack.lake_report import read_lake
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 from infra.local_stack.progress import ProgressView
 from infra.local_stack.snapshot import Snapshot, take_snapshot
-from infra.local_stack.summary import print_summary
+from infra.local_stack.summary import print_summary, verdict
 from infra.local_stack.supervisor import Child, NotReady, ProcessSpec, Supervisor
 
 __all__ = ["DEFAULT_RATE", "REGIONS", "ROUTES", "run_demo"]
@@ -162,17 +162,15 @@ class Demo:
                     supervisor.stop_all(hurry=lambda: self.stops.hurry)
                     probe.close()
                     self._report_leftovers(supervisor)
-            self.say("reading what the stopped pipeline still holds, then the Delta tables")
-            in_flight = read_in_flight(
-                connection.kafka_client_config(),
-                connection.schema_registry_config(),
-                nodes,
-                probe.started,
-            )
+            self.say("auditing the lake (sensorstream audit), then counting this run's rows")
+            try:
+                audit = audit_lake(pipeline.child_env(stack_env))
+            except AuditFailed as exc:
+                self.say(f"sensorstream audit could not run, so there is no verdict: {exc}")
+                return 1
             report = read_lake(
-                connection.lake_uri, connection.storage_options(), nodes, started_at, in_flight
+                connection.lake_uri, connection.storage_options(), nodes, started_at, audit
             )
-            report = dataclasses.replace(report, audit=audit_lake_of(connection, nodes, in_flight))
             self._lap("summary")
             print_summary(
                 self.out,
@@ -183,8 +181,7 @@ class Demo:
                 self.timings,
                 flush_s=SINK_FLUSH_S,
             )
-            exact = report.audit is None or report.audit.exact
-            return 0 if all(c.ok for c in report.checks) and exact else 1
+            return 0 if verdict(report) == "OK" else 1
 
     def _stream(self, nodes: list[EdgeNode], probe: KafkaProbe, sup: Supervisor) -> int | None:
         """Start, watch and drain the pipeline; an exit code when the run ends early."""

@@ -1,21 +1,22 @@
-"""The demo's exactly-once check: every row a node wrote this run is in the raw table once.
+"""The demo's exactly-once verdict, from `sensorstream audit` and nothing else.
 
-The raw route takes every record, so the raw table must hold each of this run's rowids of each
-node exactly once. A row that is not there is either still in flight (the stopped pipeline
-holds it, see `in_flight`: it lands on the next run) or missing (a lost row); the two are
-counted apart, so a slow pipeline is never reported as one that lost rows. Missing and
-duplicated rows are named by their rowids.
+After the demo stopped its processes it runs `sensorstream audit` over its lake (`audit_cli`):
+every table against the producers' checkpoints, with rows the stopped pipeline still holds
+(past the router's or sink's committed offsets) counted by the audit itself as in flight: they
+land on the next run, late, not lost; rows in SQLite after a producer's checkpoint are not yet
+sent, late too. The demo's lake keeps every run, so the audit's findings are split by rowid
+into this run's rows (they fail the run) and earlier runs' (shown, not failing this run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.local_stack.in_flight import InFlight
+from infra.local_stack.audit_cli import located_findings, run_audit
 from infra.local_stack.pipeline import EdgeNode
-from infra.local_stack.sqlite_probe import max_rowid
+from infra.local_stack.sqlite_probe import SOURCE_TABLE, max_rowid, rows_after
 
 SAMPLE = 10  # missing rowids named in the summary
 
@@ -27,14 +28,14 @@ class NodeCheck:
     node: EdgeNode
     written: int
     landed: int  # distinct rowids of this run in the raw table
-    duplicates: int
-    in_flight: int  # not landed, and still held by the pipeline: late, not lost
-    missing: int  # not landed, and nowhere in the pipeline: lost
+    duplicates: int  # extra copies of this run's rows the audit found in raw
+    in_flight: int  # the audit: not landed, and still held by the pipeline: late, not lost
+    missing: int  # the audit: not landed, and nowhere in the pipeline: lost
     missing_sample: list[int]
 
     @property
     def ok(self) -> bool:
-        return self.landed == self.written and self.duplicates == 0
+        return self.landed == self.written and not self.broken and not self.in_flight
 
     @property
     def broken(self) -> bool:
@@ -42,48 +43,36 @@ class NodeCheck:
         return self.missing > 0 or self.duplicates > 0
 
 
-def check_node(node: EdgeNode, raw: Any | None, in_flight: InFlight | None = None) -> NodeCheck:
-    """`node`'s rows of this run against `raw`, this run's rows of the raw table (None: no
-    table yet); `in_flight` says which rows the stopped pipeline still holds (None: none)."""
-    import pyarrow.compute as pc
-
-    end = max_rowid(node.db)
-    written = max(0, end - node.start_rowid)
-    if raw is None:
-        rowids: list[int] = []
-    else:
-        mine = raw.filter(pc.equal(raw["_node_id"], node.node_id))
-        rowids = mine["_source_rowid"].to_pylist()
-    distinct = set(rowids)
-    held, lost = 0, []
-    if len(distinct) < written:
-        holds = in_flight.holds if in_flight is not None else lambda _node, _rowid: False
-        for rowid in range(node.start_rowid + 1, end + 1):
-            if rowid in distinct:
-                continue
-            if holds(node.node_id, rowid):
-                held += 1
-            else:
-                lost.append(rowid)
-    return NodeCheck(
-        node,
-        written,
-        len(distinct),
-        len(rowids) - len(distinct),
-        in_flight=held,
-        missing=len(lost),
-        missing_sample=lost[:SAMPLE],
+def check_node(node: EdgeNode, landed: int, audit: Mapping[str, Any]) -> NodeCheck:
+    """`node`'s rows of this run: `landed` of them in raw (the lake's count, for the table),
+    and what `audit`, the lake's `sensorstream audit` JSON report, says of them."""
+    written = max(0, max_rowid(node.db) - node.start_rowid)
+    key = (node.node_id, SOURCE_TABLE)
+    tally = next((t for t in audit["tallies"] if (t["node_id"], t["source_table"]) == key), None)
+    last = 0 if tally is None else tally["last_rowid"] or 0
+    lost = [
+        rowid
+        for first, end in ([] if tally is None else tally["missing_ranges"])
+        for rowid in range(max(first, node.start_rowid + 1), end + 1)
+    ]
+    extra = sum(
+        sp["rows"]
+        for sp in audit["duplicate_spans"]
+        if sp["table"] == "raw"
+        and (sp["node_id"], sp["source_table"]) == key
+        and sp["max_rowid"] > node.start_rowid
     )
+    held = rows_after(node.db, last) + (0 if tally is None else tally["in_flight"])
+    return NodeCheck(node, written, landed, extra, held, len(lost), lost[:SAMPLE])
 
 
 @dataclass(frozen=True)
 class AuditVerdict:
-    """`sensorstream audit` over the whole lake, with rows the stopped pipeline still holds
-    told apart (the audit sees a row in Kafka but not yet landed as missing), and findings
-    about earlier runs' rows apart from this run's: the demo's lake keeps every run."""
+    """`sensorstream audit` of the whole lake and every node's rows, findings about this run's
+    rows apart from earlier runs': the demo's lake keeps every run."""
 
     findings: list[str]  # this run's discrepancies, which break exactly-once, one line each
-    in_flight: int  # rows the audit found missing that the pipeline still holds
+    in_flight: int  # rows the stopped pipeline still holds (the audit counts them apart)
     earlier: list[str] = field(default_factory=list)  # about rows of earlier runs
 
     @property
@@ -91,68 +80,28 @@ class AuditVerdict:
         return not self.findings
 
 
-def _times(n: int) -> str:
-    return "twice" if n == 2 else f"{n} times"
-
-
 RowFilter = Callable[[str, int], bool]
 """(node id, rowid) -> is it one of this run's rows?"""
 
 
-def _missing(tally: Any) -> list[int] | None:
-    """The rowids `tally` misses, or None when the audit lists fewer than it counts."""
-    rowids = [r for a, b in tally.missing_ranges for r in range(a, b + 1)]
-    return rowids if len(rowids) >= tally.missing else None
-
-
-def audit_findings(
-    audit: Any, in_flight: InFlight | None, this_run: RowFilter | None = None
-) -> AuditVerdict:
-    """The audit's discrepancies as lines for the summary: this run's rows (`this_run`; None:
-    every row) apart from earlier runs', rows in flight counted apart."""
-    mine = this_run or (lambda _node, _rowid: True)
+def audit_verdict(audit: Mapping[str, Any], this_run: RowFilter) -> AuditVerdict:
+    """The audit's findings split into this run's (`this_run`) and earlier runs'; a finding
+    that names no rowid is this run's: it cannot be told apart."""
     now: list[str] = []
     before: list[str] = []
+    for line, node, rowid in located_findings(audit):
+        mine = node is None or rowid is None or this_run(node, rowid)
+        (now if mine else before).append(line)
+    return AuditVerdict(now, audit["in_flight"], before)
 
-    def add(node: str, rowid: int, line: str) -> None:
-        (now if mine(node, rowid) else before).append(line)
 
-    def span(kind: str, sp: Any) -> None:
-        """A span of findings is this run's when any of its rowids may be."""
-        line = (
-            f"{sp.table}: {sp.node_id}/{sp.source_table} {sp.rows} {kind}, rowids "
-            f"{sp.min_rowid}-{sp.max_rowid}"
-        )
-        add(sp.node_id, sp.max_rowid, line)
+def audit_lake(env: Mapping[str, str]) -> dict[str, Any]:
+    """`sensorstream audit` of the demo's lake, with the stages' environment: its JSON report
+    (AuditFailed when the audit cannot run)."""
+    return run_audit(env)
 
-    for sp in audit.duplicate_spans:
-        span("extra copies", sp)
-    spanned = {sp.table for sp in audit.duplicate_spans}
-    for table, extra in sorted(audit.duplicate_count.items()):
-        if table not in spanned:  # the dead-letter table: duplicates listed one by one
-            now.append(f"{table}: {extra} extra copies")
-    for sp in audit.not_in_raw_spans:
-        span("rows not in raw", sp)
-    now += [f"{t}: {n} rows without provenance" for t, n in audit.unidentified.items()]
-    now += [f"unreadable checkpoint {key}" for key in audit.unreadable_checkpoints]
-    held = 0
-    for tally in audit.tallies:
-        name = f"{tally.node_id}/{tally.source_table}"
-        problems = [p for p in tally.problems if "neither in raw" not in p]
-        now += [f"{name}: {p}" for p in problems]
-        if not tally.missing:
-            continue
-        rowids = _missing(tally)
-        if rowids is None:
-            now.append(f"{name}: {tally.missing} rows sent but neither in raw nor dead-lettered")
-            continue
-        holds = in_flight.holds if in_flight is not None else lambda _n, _r: False
-        lost = [r for r in rowids if not holds(tally.node_id, r)]
-        held += len(rowids) - len(lost)
-        for rowid in lost:
-            add(
-                tally.node_id,
-                rowid,
-                f"{name}: rowid {rowid} sent but neither in raw nor dead-lettered",
-            )
-    return AuditVerdict(now, held, before)
+
+def this_run_of(nodes: list[EdgeNode]) -> RowFilter:
+    """This run's rows: per node, the rowids after the highest its database held at start."""
+    starts = {node.node_id: node.start_rowid for node in nodes}
+    return lambda node_id, rowid: node_id in starts and rowid > starts[node_id]

@@ -7,12 +7,18 @@ count.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from infra.local_stack.exactly_once import AuditVerdict, NodeCheck, check_node
-from infra.local_stack.in_flight import InFlight
+from infra.local_stack.exactly_once import (
+    AuditVerdict,
+    NodeCheck,
+    audit_verdict,
+    check_node,
+    this_run_of,
+)
 from infra.local_stack.pipeline import ROUTES, EdgeNode
 
 
@@ -24,7 +30,7 @@ class LakeReport:
     latencies_s: list[float]  # p50, p99, max
     dead_letters: int
     backlog: int  # rows of earlier runs that this run landed
-    audit: AuditVerdict | None = None  # `sensorstream audit` of the whole lake (None: not run)
+    audit: AuditVerdict | None = None  # `sensorstream audit` of the lake and every node's rows
 
 
 def _read(uri: str, options: dict[str, str], columns: list[str], where: Any) -> Any | None:
@@ -67,11 +73,10 @@ def read_lake(
     options: dict[str, str],
     nodes: list[EdgeNode],
     started_at: datetime,
-    in_flight: InFlight | None = None,
+    audit: Mapping[str, Any],
 ) -> LakeReport:
-    """Count this run's rows in every table, check the raw table, measure latency.
-
-    `in_flight` (what the stopped pipeline still holds) tells late rows from lost ones.
+    """Count this run's rows in every table, measure latency; the exactly-once verdict is the
+    audit's (`audit`: the lake's `sensorstream audit` JSON report).
 
     The tables are read side by side: each read is mostly waiting on the S3 server.
     """
@@ -120,32 +125,19 @@ def read_lake(
     return LakeReport(
         counts=counts,
         uris=uris,
-        checks=[check_node(node, raw, in_flight) for node in nodes],
+        checks=[check_node(node, _landed(raw, node), audit) for node in nodes],
         latencies_s=latencies,
         dead_letters=0 if dlq is None else dlq.num_rows,
         backlog=backlog,
+        audit=audit_verdict(audit, this_run_of(nodes)),
     )
 
 
-def audit_lake_of(
-    connection: Any, nodes: list[EdgeNode], in_flight: InFlight | None
-) -> AuditVerdict | None:
-    """`sensorstream audit` of the demo's whole lake against the producers' checkpoints, with
-    the rows the stopped pipeline still holds and the rows of earlier runs told apart (None:
-    no lake yet)."""
-    from audit.lake import LakeNotFound
-    from audit.run import audit_lake, open_lake
-    from infra.local_stack.exactly_once import audit_findings
-    from infra.local_stack.pipeline import CHECKPOINTS
+def _landed(raw: Any | None, node: EdgeNode) -> int:
+    """This run's distinct rowids of `node` in raw (the summary's count; the audit judges)."""
+    import pyarrow.compute as pc
 
-    try:
-        tables = open_lake(connection.lake_uri, connection.storage_options())
-    except LakeNotFound:
-        return None
-    report = audit_lake(connection.lake_uri, tables, connection.kafka_client_config(), CHECKPOINTS)
-    starts = {node.node_id: node.start_rowid for node in nodes}
-
-    def this_run(node_id: str, rowid: int) -> bool:
-        return node_id in starts and rowid > starts[node_id]
-
-    return audit_findings(report, in_flight, this_run)
+    if raw is None:
+        return 0
+    mine = raw.filter(pc.equal(raw["_node_id"], node.node_id))
+    return len(pc.unique(mine["_source_rowid"]))

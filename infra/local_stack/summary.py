@@ -54,12 +54,13 @@ def example_query(lake_uri: str) -> str:
 
 
 def verdict(report: LakeReport) -> str:
-    """OK: every row landed once. FAILED: a row lost or landed twice. INCOMPLETE: nothing
-    lost or doubled, but rows still in flight (the pipeline was stopped before landing them)."""
-    audit_failed = report.audit is not None and not report.audit.exact
+    """`sensorstream audit`'s verdict on this run. OK: every row landed once. FAILED: the
+    audit found a discrepancy in this run's rows. INCOMPLETE: nothing lost or doubled, but rows
+    still in flight (the pipeline was stopped before landing them)."""
+    audit_failed = report.audit is None or not report.audit.exact
     if any(c.broken for c in report.checks) or audit_failed:
         return "FAILED"
-    if all(c.ok for c in report.checks):
+    if all(c.ok for c in report.checks) and not report.audit.in_flight:
         return "OK"
     return "INCOMPLETE"
 
