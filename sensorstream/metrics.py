@@ -485,6 +485,15 @@ class MetricFamilies:
             registry=registry,
         )
 
+    @lazy_family
+    def sink_buffered_bytes(registry: CollectorRegistry) -> Gauge:
+        return Gauge(
+            "sensorstream_sink_buffered_bytes",
+            "Bytes of the records held in memory (buffered, and in the batches being written), "
+            "as the sink's max_buffered_bytes bound counts them.",
+            registry=registry,
+        )
+
 
 class MetricsEndpointSettings(Protocol):
     """What `serve_metrics` reads from a command's settings (a pydantic settings model)."""

@@ -55,7 +55,7 @@ from sinks.expired import expired_dead_row
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
-from sinks.malloc_arenas import limit_malloc_arenas
+from sinks.malloc_arenas import limit_malloc_arenas, release_free_memory
 from sinks.metrics import SinkMetrics
 from sinks.records import DecodedReadings, dead_letter_table, decode_readings
 from sinks.settings import SinkSettings
@@ -135,6 +135,21 @@ class DeltaSink:
     def buffered_rows(self) -> int:
         """Records held in memory: buffered, plus the batches being written."""
         return sum(len(b) for b in self._batches.values()) + self._flushes.rows_in_flight
+
+    def buffered_bytes(self) -> int:
+        """Bytes of the records held in memory (values plus `RECORD_OVERHEAD` each), buffered
+        plus the batches being written: what `max_buffered_bytes` bounds."""
+        return sum(b.size for b in self._batches.values()) + self._flushes.bytes_in_flight
+
+    def _over_memory_bound(self) -> bool:
+        s = self.settings
+        return (
+            self.buffered_bytes() > s.max_buffered_bytes
+            or self.buffered_rows() > s.max_buffered_rows
+        )
+
+    def _report_buffered(self) -> None:
+        self.metrics.buffered(self.buffered_rows(), self.buffered_bytes())
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -279,6 +294,10 @@ class DeltaSink:
             # queue faster than that (catching up) sat idle most of the time. Consuming alone
             # went from 0.23M to 1.7M records/s here with 10 ms.
             "fetch.queue.backoff.ms": 10,
+            # The prefetch is memory outside the memory bound: keep it small (see the
+            # settings' docs and docs/benchmarks.md, "Sink memory").
+            "queued.max.messages.kbytes": s.fetch_queue_kbytes,
+            "queued.min.messages": s.fetch_queue_records,
             "logger": kafka_logger(),
             **self.metrics.consumer_config(),
         }
@@ -358,11 +377,11 @@ class DeltaSink:
                             continue
                     self._flushes.poll()
                     self._flush_due(now)
-                    self.metrics.buffered(self.buffered_rows())
+                    self._report_buffered()
                     if self.settings.once and self._read_to_end(consumer, started):
                         break  # everything available at assignment is read: land it, exit
                 self._flush_all()
-                self.metrics.buffered(self.buffered_rows())
+                self._report_buffered()
         finally:
             consumer.close()
         return SinkResult(
@@ -446,8 +465,9 @@ class DeltaSink:
             # (while behind, batches then grow to what arrives during one write).
             if batch.full() or (batch.due(now) and not self._flushes.busy(uri)):
                 self._flush(batch)
-        while self.buffered_rows() > self.settings.max_buffered_rows:
-            fullest = max(self._batches.values(), key=len, default=None)
+        # The memory bound: after each consume() result, never more held than it allows.
+        while self._over_memory_bound():
+            fullest = max(self._batches.values(), key=lambda b: b.size, default=None)
             if fullest is None or not len(fullest):
                 self._flushes.wait()  # every buffered record is being written already
             elif self._flushes.busy(fullest.target.uri):
@@ -463,12 +483,13 @@ class DeltaSink:
 
     def _flush(self, batch: TableBatch) -> None:
         """Hand the batch to its table's lane; its offsets are committed when it has landed."""
-        target, records = batch.target, batch.take()
+        target, size, records = batch.target, batch.size, batch.take()
         self._flushes.submit(
             target.uri,
             lambda: self._prepare(target, records),
             lambda prepared: self._write(target, records, prepared),
             len(records),
+            size,
         )
 
     def _prepare(self, target: TableTarget, records: BufferedRecords) -> PreparedBatch:
@@ -518,6 +539,7 @@ class DeltaSink:
             seconds=prepared.seconds + time.monotonic() - started,
             table=table,
         )
+        release_free_memory()  # what the previous batches freed (docs/benchmarks.md)
         failpoint("sink.before_offsets")
         return last_offsets
 

@@ -56,20 +56,26 @@ class Flusher(Generic[R]):
         self.on_done = on_done
         self.background = background
         self.depth = depth
-        self._pending: deque[tuple[Future[R], int]] = deque()
+        self._pending: deque[tuple[Future[R], int, int]] = deque()
 
     @property
     def rows_in_flight(self) -> int:
-        return sum(rows for _, rows in self._pending)
+        return sum(rows for _, rows, _ in self._pending)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return sum(size for _, _, size in self._pending)
 
     @property
     def busy(self) -> bool:
         """As many flushes in flight as the lane takes: another would have to wait."""
         return len(self._pending) >= self.depth
 
-    def submit(self, prepare: Callable[[], P], commit: Callable[[P], R], rows: int) -> None:
-        """Prepare a flush (of `rows` records) now, and commit it after the lane's previous
-        one; waits first while the lane is full."""
+    def submit(
+        self, prepare: Callable[[], P], commit: Callable[[P], R], rows: int, size: int = 0
+    ) -> None:
+        """Prepare a flush (of `rows` records, `size` bytes) now, and commit it after the
+        lane's previous one; waits first while the lane is full."""
         while self.busy:
             self._finish()
         if not self.background:
@@ -90,7 +96,7 @@ class Flusher(Generic[R]):
         # A daemon: a flush stuck on an object store past the retry budget must not keep a
         # failed sink's process alive.
         threading.Thread(target=run, name="sink-flush", daemon=True).start()
-        self._pending.append((future, rows))
+        self._pending.append((future, rows, size))
 
     def poll(self) -> None:
         """Hand over the results of the flushes that have finished, in order (raise if one
@@ -104,7 +110,7 @@ class Flusher(Generic[R]):
             self._finish()
 
     def _finish(self) -> None:
-        future, _ = self._pending.popleft()
+        future, _, _ = self._pending.popleft()
         self.on_done(future.result())
 
 
@@ -130,13 +136,24 @@ class FlushLanes(Generic[K, R]):
     def rows_in_flight(self) -> int:
         return sum(lane.rows_in_flight for lane in self._lanes.values())
 
+    @property
+    def bytes_in_flight(self) -> int:
+        return sum(lane.bytes_in_flight for lane in self._lanes.values())
+
     def busy(self, key: K) -> bool:
         lane = self._lanes.get(key)
         return lane is not None and lane.busy
 
-    def submit(self, key: K, prepare: Callable[[], Any], commit: Callable[[Any], R], rows: int):
+    def submit(
+        self,
+        key: K,
+        prepare: Callable[[], Any],
+        commit: Callable[[Any], R],
+        rows: int,
+        size: int = 0,
+    ) -> None:
         """Hand a flush to `key`'s lane (see `Flusher.submit`)."""
-        self.lane(key).submit(prepare, commit, rows)
+        self.lane(key).submit(prepare, commit, rows, size)
 
     def poll(self) -> None:
         """Hand over the results of every lane's finished flushes."""

@@ -63,6 +63,7 @@ class SinkMetrics:
         # Registered now, so the first scrape lists every sink family (per-route children come
         # with the tables' first batches).
         families.sink_buffered.set(0)
+        families.sink_buffered_bytes.set(0)
         _ = (families.records_out, families.end_to_end_latency)
 
     def consumer_config(self, interval_ms: int = STATS_INTERVAL_MS) -> dict[str, Any]:
@@ -106,5 +107,7 @@ class SinkMetrics:
         self._commit.observe(seconds)
         self._last_commit.set(time.time())
 
-    def buffered(self, records: int) -> None:
+    def buffered(self, records: int, size: int = 0) -> None:
+        """`records` held in memory, of `size` bytes as the memory bound counts them."""
         self.families.sink_buffered.set(records)
+        self.families.sink_buffered_bytes.set(size)

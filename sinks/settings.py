@@ -62,6 +62,24 @@ class SinkSettings(LayeredSettings):
     max_buffered_rows: int = Field(
         500_000, ge=1000, description="memory bound: the fullest batch is flushed beyond it"
     )
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="memory bound in bytes: records held (buffered, and in the batches being "
+        "written), counted as their values plus 64 bytes each; the fullest batch is flushed "
+        "beyond it",
+    )
+    fetch_queue_kbytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="the Kafka consumer's prefetch, in KiB (librdkafka queued.max.messages.kbytes)",
+    )
+    fetch_queue_records: int = Field(
+        10_000,
+        ge=1,
+        description="records the Kafka consumer prefetches per partition (librdkafka "
+        "queued.min.messages)",
+    )
     poll_batch: int = Field(5000, ge=1, le=100_000)
     background_flush: bool = Field(
         True, description="write a batch on a worker thread while consuming the next"

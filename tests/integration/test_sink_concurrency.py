@@ -32,6 +32,7 @@ from schemas.value_schema import curated_schema
 from sensorstream.errors import PipelineError
 from sensorstream.topics import TopicSpec, ensure_topics
 from sinks.app import DeltaSink, SinkResult
+from sinks.metrics import SinkMetrics
 from sinks.settings import SinkSettings, TableSettings
 from tests.integration.test_sink import (
     Topics,
@@ -739,6 +740,59 @@ def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp
             set(range(n * per_route + 1, (n + 1) * per_route + 1)),
         )
     print(f"peak buffered {max(b for b, _, _ in seen)}, {loop_commits} bound flushes")
+
+
+class HeldMemory(SinkMetrics):
+    """The sink's metrics, also keeping every (records, bytes) it reports as held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: list[tuple[int, int]] = []
+        self.batches = 0
+
+    def buffered(self, records: int, size: int = 0) -> None:
+        super().buffered(records, size)
+        self.reports.append((records, size))
+
+    def batch_landed(self, route: str, **kwargs) -> None:
+        super().batch_landed(route, **kwargs)
+        self.batches += 1
+
+
+def test_held_bytes_stay_within_the_byte_bound(kafka, schema_registry, s3, tmp_path, unique):
+    """The memory bound is by bytes: with tables that would never flush on their own, the
+    records held (buffered and being written) never pass `max_buffered_bytes` after a poll,
+    and the bound's flushes land every record exactly once."""
+    routes = ["a", "b", "c", "d"]
+    per_route, bound = 5_000, 1024 * 1024
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create(*routes)
+    for n, route in enumerate(routes):
+        send_spread(topics, route, range(n * per_route + 1, (n + 1) * per_route + 1), 2)
+    lake_uri = str(tmp_path / "lake")
+    slow = TableSettings(max_rows=1_000_000, max_bytes=1 << 30, max_latency_s=600)
+    settings: SinkSettings = sink_settings(
+        unique, max_buffered_bytes=bound, poll_batch=500, defaults=slow, routes={}
+    )
+    metrics = HeldMemory()
+    result = DeltaSink(
+        settings, connection_for(kafka, schema_registry, s3, lake_uri), metrics=metrics
+    ).run()
+
+    assert result.rows == {r: per_route for r in routes}
+    held = [size for _, size in metrics.reports]
+    assert max(held) <= bound, max(held)
+    # The records are several times the bound, so it was reached: more batches than the
+    # final flush's one per table (latency 600 s, row and byte limits out of reach: no other
+    # flush).
+    assert max(held) > bound // 2, max(held)
+    assert metrics.batches > len(routes), metrics.batches
+    assert held[-1] == 0  # all landed
+    for n, route in enumerate(routes):
+        assert_exactly_once(
+            table_rows(f"{lake_uri}/{route}", None),
+            set(range(n * per_route + 1, (n + 1) * per_route + 1)),
+        )
 
 
 def test_a_fenced_consumer_is_replaced_and_nothing_is_lost_or_doubled(

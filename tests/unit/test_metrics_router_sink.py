@@ -174,7 +174,7 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
         ]
     )
     metrics.offsets_committed(0.004)
-    metrics.buffered(1200)
+    metrics.buffered(1200, 530_000)
     samples = scrape(families)
     assert value(samples, "sensorstream_records_in_total", stage="sink") == 9
     assert value(samples, "sensorstream_records_out_total", stage="sink", route="raw") == 4
@@ -195,6 +195,7 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
     assert value(samples, "sensorstream_batch_duration_seconds_count", stage="sink") == 3
     assert value(samples, "sensorstream_commit_duration_seconds_sum", stage="sink") == 0.004
     assert value(samples, "sensorstream_sink_buffered_records") == 1200
+    assert value(samples, "sensorstream_sink_buffered_bytes") == 530_000
 
 
 def test_latency_buckets_skip_nulls_and_take_any_unit():
