@@ -31,7 +31,12 @@ class TableSettings(BaseModel):
         None, description="table URI; may contain {region}; default <lake>/<route>[/<region>]"
     )
     max_rows: int = Field(100_000, ge=1)
-    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="flush at this many bytes of records (values plus 64 bytes each): a "
+        "batch's size bounds what decoding and writing it hold at once",
+    )
     max_latency_s: float = Field(3.0, gt=0)
     hourly: bool = Field(False, description="also partition by event_hour")
     landing: bool = Field(False, description="also write the Auto Loader Parquet landing area")
