@@ -2,6 +2,7 @@
 
     uv run python -m benchmarks.sink_memory                      # 1M records, 3 rounds
     uv run python -m benchmarks.sink_memory --records 5000000    # the 5M backlog, 1 round
+    ... --dedicated-kafka   # on a broker of the run's own, when the stack's is busy
 
 The sink runs as operators run it, `sensorstream sink --once --config <file>`, in a process of
 its own, once with the product's defaults and once with the previous defaults passed
@@ -220,6 +221,17 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.dedicated_kafka:
+        return _run(args)
+    from infra.local_stack.dedicated_kafka import DedicatedKafka
+
+    with tempfile.TemporaryDirectory() as directory, DedicatedKafka(Path(directory)) as kafka:
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+        _log(f"a broker of this run's own at {kafka.bootstrap_servers}")
+        return {**_run(args), "kafka": "dedicated broker"}
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("SENSORSTREAM_STACK_DIR", str(REPO / ".stack"))
     use_stack_environment()
     ensure_bucket()
@@ -328,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", default=[], metavar="NAME", help="run only these variants"
     )
     parser.add_argument("--keep", action="store_true", help="leave topics, groups and tables")
+    parser.add_argument(
+        "--dedicated-kafka",
+        action="store_true",
+        help="run on a broker of this run's own (the stack's registry and S3 still)",
+    )
     parser.add_argument("--topic", help="reuse this backlog (of --records) from a --keep run")
     args = parser.parse_args(argv)
     if args.rounds is None:
