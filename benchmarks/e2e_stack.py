@@ -109,6 +109,7 @@ class E2EPipeline:
         self.supervisor: Supervisor | None = None
         self.nodes: list[EdgeNode] = []
         self.simulators: list[Child] = []
+        self._simulators_stopped = False
         self.stages: list[Child] = []
         self.metrics_ports: dict[str, int] = {}
         self._exit = contextlib.ExitStack()
@@ -246,6 +247,7 @@ class E2EPipeline:
         assert self.supervisor is not None
         self.rate = rate if rate is not None else self.rate
         per_node = self.rate / len(self.nodes)
+        self._simulators_stopped = False
         self.simulators = [
             self.supervisor.start(self._simulator_spec(node, per_node)) for node in self.nodes
         ]
@@ -262,6 +264,7 @@ class E2EPipeline:
     def stop_simulators(self) -> None:
         assert self.supervisor is not None
         self.supervisor.stop(self.simulators, timeout_s=30)
+        self._simulators_stopped = True
         failed = [c for c in self.simulators if c.exit_code != 0]
         if failed:
             raise RuntimeError(
@@ -277,12 +280,10 @@ class E2EPipeline:
     # -- looking -----------------------------------------------------------------------------
 
     def exited(self) -> list[str]:
-        """Stages or simulators that exited while they should run, with their last lines."""
-        return [
-            f"{c.name} exit {c.exit_code}\n{c.tail()}"
-            for c in (*self.stages, *self.simulators)
-            if not c.running
-        ]
+        """Stages or simulators that exited while they should run, with their last lines
+        (simulators once stopped on purpose are not among them)."""
+        should_run = self.stages if self._simulators_stopped else (*self.stages, *self.simulators)
+        return [f"{c.name} exit {c.exit_code}\n{c.tail()}" for c in should_run if not c.running]
 
     def pids(self) -> dict[str, int]:
         """Every process to sample: the stages, the simulators, the servers."""
