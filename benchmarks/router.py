@@ -261,8 +261,8 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
     from sensorstream.logs import configure
     from sensorstream.topics import READINGS, TopicSpec, ensure_topics
     from stream_apps.app import known_fields
+    from stream_apps.dispatch import ActiveRouting, MessageRouter
     from stream_apps.outputs import OutputEncoders
-    from stream_apps.router import ActiveRouting, MessageRouter
     from stream_apps.routing.config import parse_routing
 
     configure("WARNING")
@@ -498,8 +498,8 @@ def measure_components(run_id: str, routes: Path, sample: int) -> dict[str, Any]
     from schemas.registry import SchemaRegistry
     from sensorstream.topics import READINGS
     from stream_apps.app import known_fields
+    from stream_apps.dispatch import ActiveRouting, MessageRouter
     from stream_apps.outputs import OutputEncoders
-    from stream_apps.router import ActiveRouting, MessageRouter
     from stream_apps.routing.config import parse_routing
 
     messages = _fetch_input(_input_topic(run_id), sample)
@@ -780,9 +780,9 @@ _BUILTINS = {
     "Context.run (own)": "<method 'run' of '_contextvars.Context' objects>",
 }
 _OURS = {
-    "MessageRouter.route": ("stream_apps/router.py", "route"),
+    "MessageRouter.route": ("stream_apps/dispatch.py", "route"),
     "AvroDecoder.decode": ("schemas/avro_codec.py", "decode"),
-    "CompiledRouting.route": ("stream_apps/routing/engine.py", "route"),
+    "CompiledRouting.route": ("stream_apps/routing/compiled.py", "route"),
     "OutputEncoders.encode": ("stream_apps/outputs.py", "encode"),
     "Application._process_message": ("quixstreams/app.py", "_process_message"),
     "ProcessingContext.commit_checkpoint": (

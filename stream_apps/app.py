@@ -1,5 +1,9 @@
 """`sensorstream route`: the quixstreams application that routes readings, exactly once.
 
+The router's front door (`RouterApp`): it wires the quixstreams application, its consumer and
+producer, the routing control topic and the checkpoint boundary around the per-message
+dispatch (`stream_apps.dispatch`), and runs it through broker outages.
+
 The input is read as raw bytes: decoding happens in `MessageRouter`, so a message quixstreams
 could not deserialize becomes a dead letter rather than an exception that stops the app. One
 callback per input routes it and produces every outgoing message (each with its own topic and
@@ -31,6 +35,7 @@ from sensorstream.topics import READINGS, TopicSpec, ensure_topics, internal_top
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.control_faults import ControlFaults
+from stream_apps.dispatch import ActiveRouting, MessageRouter
 from stream_apps.expired import ExpiredReporter
 from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 from stream_apps.once import ReadToEnd, input_exists
@@ -41,7 +46,6 @@ from stream_apps.quixstreams_internals import (
     skip_signal_handlers,
 )
 from stream_apps.reconnect import Outage, outage_error
-from stream_apps.router import ActiveRouting, MessageRouter
 from stream_apps.routing.config import CompiledRouting, content_hash, parse_routing
 from stream_apps.settings import RouterSettings
 

@@ -25,12 +25,12 @@ from confluent_kafka import Producer
 
 from sensorstream.errors import PipelineError
 from sensorstream.topics import TopicSpec, ensure_topics
+from stream_apps.dispatch import Outgoing
 from stream_apps.quixstreams_internals import (
     InternalProducer,
     delivery_callback,
     librdkafka_producer,
 )
-from stream_apps.router import Outgoing
 
 BUFFER_FULL_WAIT_S = 0.5
 """How long one wait for librdkafka's queue to drain lasts when it is full."""

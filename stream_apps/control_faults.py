@@ -17,8 +17,8 @@ from confluent_kafka import Message, Producer
 
 from schemas.dead_letter import DeadLetter
 from sensorstream.errors import PipelineError
+from stream_apps.dispatch import STAGE
 from stream_apps.metrics import RouterMetrics
-from stream_apps.router import STAGE
 
 log = logging.getLogger("sensorstream.router")
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from schemas.dead_letter import HEADER_STAGE
 from sensorstream.kafka_stats import STATS_INTERVAL_MS, ConsumerLag
 from sensorstream.metrics import DEAD_LETTER_REASONS, DeadLetterReason, MetricFamilies
+from stream_apps.dispatch import HEADER_ROUTE, Outgoing
 from stream_apps.quixstreams_internals import (
     CommitCheckpoint,
     current_checkpoint,
     on_commit_checkpoint,
 )
-from stream_apps.router import HEADER_ROUTE, Outgoing
 
 if TYPE_CHECKING:
     from quixstreams.processing import ProcessingContext

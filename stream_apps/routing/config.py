@@ -32,8 +32,7 @@ from pydantic import (
 from sensorstream.config_file import YamlDocument, read_yaml_text
 from sensorstream.errors import ConfigError
 from sensorstream.topics import internal_topics
-from stream_apps.routing.document import Alert, Route, RoutingConfig, Transform, Validation
-from stream_apps.routing.engine import (
+from stream_apps.routing.compiled import (
     CompiledAlert,
     CompiledRoute,
     CompiledRouting,
@@ -41,6 +40,7 @@ from stream_apps.routing.engine import (
     RouteFailure,
     RoutingResult,
 )
+from stream_apps.routing.document import Alert, Route, RoutingConfig, Transform, Validation
 from stream_apps.routing.expressions import Expression, ExpressionError, compile_expression
 from stream_apps.routing.output_schema import ALERT_FIELDS
 from stream_apps.routing.topic_names import TopicNameError, TopicTemplate, topic_problem

@@ -1,7 +1,7 @@
 """The routing file's shape: the keys a routing file may have, and their types.
 
 Pydantic models only, with no compiling: `config` compiles a file of this shape into the
-routes `engine` applies, and `engine` keeps the validated file beside them. Both import this
+routes of `compiled`, which keeps the validated file beside them. Both import this
 module, neither imports the other (imports point one way).
 """
 

@@ -16,9 +16,9 @@ from quixstreams import Application
 from sensorstream.kafka_stats import ConsumerLag
 from sensorstream.metrics import MetricFamilies
 from sensorstream.topics import TopicSpec, ensure_topics
+from stream_apps.dispatch import HEADER_ROUTE, Outgoing
 from stream_apps.metrics import RouterMetrics, observe_checkpoints
 from stream_apps.quixstreams_internals import processing_context
-from stream_apps.router import HEADER_ROUTE, Outgoing
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from producers.tailer import EdgeTailer
 from sensorstream.topics import TopicSpec, ensure_topics
 from stream_apps.app import DEFAULT_ROUTES, RouterApp, RouterResult, known_fields
 from stream_apps.control import RoutingControl
-from stream_apps.router import HEADER_ROUTE, HEADER_ROUTES_VERSION
+from stream_apps.dispatch import HEADER_ROUTE, HEADER_ROUTES_VERSION
 from stream_apps.routing.config import content_hash
 from stream_apps.settings import RouterSettings
 from tests.kafka_helpers import AvroDecoder, read_topic

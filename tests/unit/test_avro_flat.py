@@ -15,7 +15,7 @@ from schemas.avro_reader import FlatRecordReader
 from schemas.avro_writer import FlatRecordWriter
 from schemas.value_schema import curated_schema
 from stream_apps.routing.output_schema import derive_output_schema
-from tests.unit.test_routing_engine import TYPICAL
+from tests.unit.test_routing_compiled import TYPICAL
 
 READING = curated_schema()
 EMERGENCY = derive_output_schema(READING, "emergency", alerts=True)

@@ -17,14 +17,14 @@ from sensorstream.errors import PipelineError
 from sensorstream.metrics import MetricFamilies
 from sinks.metrics import SinkMetrics, dead_row_reason, latency_buckets
 from sinks.records import DeadRow, SinkMessage
-from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
-from stream_apps.router import (
+from stream_apps.dispatch import (
     HEADER_ROUTE,
     HEADER_ROUTES_VERSION,
     ActiveRouting,
     MessageRouter,
     Outgoing,
 )
+from stream_apps.metrics import RouterMetrics, event_time_s, observe_checkpoints
 
 E2E = "sensorstream_end_to_end_latency_seconds"
 

@@ -19,7 +19,7 @@ import pytest
 
 from producers.simulator import MEASUREMENTS, SimulatorSettings, SteppingClock, run_simulator
 from stream_apps.routing.config import CompiledRouting
-from tests.unit.test_routing_engine import reading, routing  # noqa: F401 (fixture)
+from tests.unit.test_routing_compiled import reading, routing  # noqa: F401 (fixture)
 
 # The legacy fleet's sensors, in their own units (the uploader's simulator, default
 # configuration): normal values are drawn around the mean and clamped to [low, high]; its

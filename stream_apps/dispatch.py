@@ -1,11 +1,15 @@
 """One input message to its outgoing messages: every route it matches, and dead letters.
 
-This is the router's per-message work, kept free of quixstreams so it can be reasoned about
-(and measured) alone. Nothing here drops a message: a message that cannot be decoded, a route
-whose rule fails, a record that cannot be encoded, each becomes a dead letter naming the stage,
-the error and the source topic/partition/offset, with the original bytes as its value. So does
-a valid message that is not a reading (its schema lacks the provenance fields producers add):
-routes are written for readings, and `raw` would otherwise forward anything to the lake.
+This is the router's per-message dispatch: it decodes the message's bytes, applies the routing
+version in force (`stream_apps.routing`, which knows records, not bytes) and encodes what each
+route gets. The quixstreams application (`stream_apps.app`) calls it once per input. It is kept
+free of quixstreams so it can be reasoned about (and measured) alone.
+
+Nothing here drops a message: a message that cannot be decoded, a route whose rule fails, a
+record that cannot be encoded, each becomes a dead letter naming the stage, the error and the
+source topic/partition/offset, with the original bytes as its value. So does a valid message
+that is not a reading (its schema lacks the provenance fields producers add): routes are
+written for readings, and `raw` would otherwise forward anything to the lake.
 """
 
 from __future__ import annotations

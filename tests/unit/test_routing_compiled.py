@@ -12,8 +12,8 @@ from typing import Any
 import fastavro
 import pytest
 
+from stream_apps.routing.compiled import RoutingResult
 from stream_apps.routing.config import CompiledRouting, load_routing, parse_routing
-from stream_apps.routing.engine import RoutingResult
 from tests.routing_files import DEFAULT_ROUTES, FIELDS, input_schema
 
 INPUT_SCHEMA = input_schema()
