@@ -47,17 +47,16 @@ from sensorstream.end_offsets import EndOffsets
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
 from sensorstream.logs import kafka_logger
-from sensorstream.retention import ExpiredRecords, expired_records
+from sensorstream.retention import ExpiredRecords, expired_records, log_start
 from sensorstream.settings import ConnectionSettings
 from sinks.batch import BufferedRecords, TableBatch
 from sinks.delta_writer import DeltaTableWriter
-from sinks.expired import expired_dead_row
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
 from sinks.malloc_arenas import limit_malloc_arenas, release_free_memory
 from sinks.metrics import SinkMetrics
-from sinks.records import DecodedReadings, dead_letter_table, decode_readings
+from sinks.records import DecodedReadings, dead_letter_table, decode_readings, expired_dead_row
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
 
@@ -225,10 +224,10 @@ class DeltaSink:
             start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
             if version is not None and (start < 0 or version + 1 > start):
                 start = version + 1
-            log_start = -1  # only a real position can be past retention: no call otherwise
+            oldest = -1  # only a real position can be past retention: no call otherwise
             if start >= 0:
-                log_start, _ = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
-                gap = expired_records(tp.topic, tp.partition, start, log_start)
+                oldest = log_start(consumer, tp.topic, tp.partition)
+                gap = expired_records(tp.topic, tp.partition, start, oldest)
                 if gap is not None:
                     gaps.append(gap)
             if target.settings.landing:
@@ -237,7 +236,7 @@ class DeltaSink:
                 landed = self._landing.last_landed_offset(target.route, tp.topic, tp.partition)
                 self._landed[(tp.topic, tp.partition)] = -1 if landed is None else landed
                 start = OFFSET_BEGINNING if landed is None else min(start, landed + 1)
-            tp.offset = max(start, log_start) if start >= 0 else start
+            tp.offset = max(start, oldest) if start >= 0 else start
             self._assigned.add((tp.topic, tp.partition))
         if gaps:
             self._record_expired(gaps)

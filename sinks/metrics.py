@@ -99,7 +99,7 @@ class SinkMetrics:
             self._dead[reason].inc(count)
 
     def expired(self, records: int) -> None:
-        """Records the topic's retention deleted before the sink read them (`sinks.expired`)."""
+        """Records the topic's retention deleted before the sink read them (a retention gap)."""
         self._dead["expired"].inc(records)
 
     def offsets_committed(self, seconds: float) -> None:

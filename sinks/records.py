@@ -23,6 +23,7 @@ from schemas.avro_codec import AvroDecoder, UndecodableMessage
 from schemas.dead_letter import HEADER_ERROR, HEADER_FAILED_AT, HEADER_STAGE
 from schemas.registry import WIRE_HEADER_SIZE, read_wire_header
 from schemas.route_headers import routes_version
+from sensorstream.retention import ExpiredRecords
 from sinks.batch import BufferedRecords, SinkMessage
 from sinks.compatibility import conflicts
 from sinks.tables import TableTarget
@@ -35,6 +36,23 @@ STAGE = "sink"
 class DeadRow:
     message: SinkMessage
     reason: str
+
+
+def expired_dead_row(gap: ExpiredRecords, now_ms: int) -> DeadRow:
+    """The dead-letter row for a retention gap (`sensorstream.retention`), its first and last
+    offsets also as headers. The row stands where the records would have been: at the gap's
+    last offset, which is also the txn version it is written with, so that meeting the same gap
+    again (a new assignment before a batch past it has landed) finds it already there."""
+    message = SinkMessage(
+        topic=gap.topic,
+        partition=gap.partition,
+        offset=gap.last,
+        timestamp_ms=now_ms,
+        key=None,
+        value=None,
+        headers=gap.headers(),
+    )
+    return DeadRow(message, f"{gap.reason(STAGE)}; they are not in the table")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""Input records the topic's retention deleted before the router read them
-(see `sensorstream.retention`).
+"""The router's report of input records the topic's retention deleted before it read them.
+
+What a gap is, how it is found and how its dead letter names it are `sensorstream.retention`'s;
+this module sends the router's gaps to the dead-letter topic.
 
 Checked from the group's committed offsets each time the router builds its application: that
-is when a router that was down longer than the retention comes back. Each gap is logged, counted
-and sent to the dead-letter topic as one notice naming the offsets, which the sink lands in the
-dead-letter table. A process reports a gap once; routers of one group starting at the same
-moment may each report it, so a notice can be repeated, never missed.
+is when a router that was down longer than the retention comes back. Each gap is logged,
+counted and sent to the dead-letter topic as one notice naming the offsets, which the sink
+lands in the dead-letter table. A process reports a gap once; routers of one group starting
+at the same moment may each report it, so a notice can be repeated, never missed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from schemas.dead_letter import DeadLetter
 from sensorstream.errors import PipelineError
-from sensorstream.retention import ExpiredRecords, expired_records
+from sensorstream.retention import ExpiredRecords, expired_since_commit
 from stream_apps.metrics import RouterMetrics
 
 log = logging.getLogger("sensorstream.router")
@@ -27,44 +29,12 @@ STAGE = "router"
 TIMEOUT_S = 30.0
 
 
-def expired_since_commit(
-    kafka_config: dict[str, Any], group: str, topic: str
-) -> list[ExpiredRecords]:
-    """The gaps between the group's committed offsets on `topic` and its partitions' log
-    starts. The consumer only reads offsets: it never joins the group."""
-    consumer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        if found is None or found.error is not None:
-            return []
-        partitions = [TopicPartition(topic, p) for p in sorted(found.partitions)]
-        gaps = []
-        for tp in consumer.committed(partitions, timeout=TIMEOUT_S):
-            if tp.offset < 0:
-                continue  # nothing committed: a new group has nothing to miss
-            log_start, _ = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=TIMEOUT_S, cached=False
-            )
-            gap = expired_records(topic, tp.partition, tp.offset, log_start)
-            if gap is not None:
-                gaps.append(gap)
-        return gaps
-    finally:
-        consumer.close()
-
-
 def notice(gap: ExpiredRecords) -> DeadLetter:
     """The dead letter for a gap: no value (the records are gone), the offsets as its source."""
     return DeadLetter(
         stage=STAGE,
         error=f"{gap.reason(STAGE)}; they were not routed",
-        source={
-            "topic": gap.topic,
-            "partition": str(gap.partition),
-            "offset": str(gap.last),
-            "first_offset": str(gap.first),
-            "last_offset": str(gap.last),
-        },
+        source=gap.source(),
         value=b"",
     )
 
