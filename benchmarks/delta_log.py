@@ -72,7 +72,7 @@ def _one_row(offset: int):
     )
 
 
-def _writer(uri: str, options: dict[str, str] | None, retention_hours: float):
+def _writer(uri: str, options: dict[str, str] | None, retention_hours: float, adopt: bool = True):
     from sinks.delta_writer import DeltaTableWriter
     from sinks.settings import TableSettings
     from sinks.tables import TableTarget
@@ -82,15 +82,14 @@ def _writer(uri: str, options: dict[str, str] | None, retention_hours: float):
         options,
         checkpoint_interval=100,
         log_retention_hours=retention_hours,
+        adopt_log_properties=adopt,
     )
 
 
 def _earlier_release_writer(uri: str, options: dict[str, str] | None):
     """The sink's writer as it commits, without giving the table the log settings it lacks
     (the earlier release did not), so a table keeps the settings it has."""
-    writer = _writer(uri, options, OLD_RETENTION_HOURS)
-    writer._adopted = True
-    return writer
+    return _writer(uri, options, OLD_RETENTION_HOURS, adopt=False)
 
 
 def _real_commits(uri: str, commits: int) -> dict[str, Any]:

@@ -153,23 +153,17 @@ def _worker_end_to_end(db: Path, run_id: str, profile_out: Path | None) -> None:
     configure("WARNING")
     tailer = EdgeTailer(_producer_settings(db, run_id, "e2e", once=True), _connection())
     marks: dict[str, float] = {}
-    tail = tailer._tail
-
-    def timed_tail() -> None:  # the loop alone: after connecting and registering the schema
-        marks["rss_before_tail_mb"] = _maxrss_mb()
-        marks["cpu_start"] = _cpu_seconds()
-        marks["start"] = time.perf_counter()
-        try:
-            tail()
-        finally:
-            marks["end"] = time.perf_counter()
-            marks["cpu_end"] = _cpu_seconds()
-
-    tailer._tail = timed_tail
     profiler = cProfile.Profile() if profile_out else None
     if profiler:
         profiler.enable()
+    tailer.start()  # connecting and registering the schema: left out of the timing
+    # the loop alone (and closing the producer, nothing left in flight)
+    marks["rss_before_tail_mb"] = _maxrss_mb()
+    marks["cpu_start"] = _cpu_seconds()
+    marks["start"] = time.perf_counter()
     result = tailer.run()
+    marks["end"] = time.perf_counter()
+    marks["cpu_end"] = _cpu_seconds()
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile_out)
@@ -362,16 +356,19 @@ def measure_produce(
     db: Path, run_id: str, name: str, table: str, messages: list[tuple[bytes, bytes]], total: int
 ) -> dict:
     """`total` pre-encoded messages (cycling through `messages`), one transaction per chunk,
-    with exactly the producer the tailer builds (its own `_new_producer`)."""
+    with exactly the producer the tailer builds (its `producer_config`), under a
+    transactional id of `table`'s own."""
+    from confluent_kafka import Producer
+
     from producers.tailer import TRANSACTION_TIMEOUT_S, EdgeTailer
     from sensorstream.topics import TopicSpec, ensure_topics
 
     settings = _producer_settings(db, run_id, name, once=True)
     tailer = EdgeTailer(settings, _connection())
-    tailer.source.table = table  # only used for the transactional id
     ensure_topics(tailer.kafka_config, [TopicSpec(settings.topic, settings.partitions)])
-    tailer._new_producer()  # also runs init_transactions
-    producer = tailer.producer
+    config = tailer.producer_config(settings.node_id)
+    producer = Producer({**config, "transactional.id": f"{config['transactional.id']}.{table}"})
+    producer.init_transactions(TRANSACTION_TIMEOUT_S)
     topic, chunk, count = settings.topic, settings.chunk_rows, len(messages)
     produce, poll = producer.produce, producer.poll
     transactions = 0

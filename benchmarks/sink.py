@@ -36,7 +36,8 @@ reported beside every wall-clock rate, as it moves much less with the machine's 
   messages in consumption order), the sink's whole per-batch Arrow step (`readings_table`:
   decode plus the metadata and partition columns), and consume alone (a read_committed
   confluent-kafka consumer with the sink's own configuration, assigned from the beginning,
-  `consume(5000)` batches), then the same with the sink's own `_buffer` per consume result.
+  `consume(5000)` batches), then the same with the sink's own columnar
+  buffering (`TableBatch`) per consume result.
   serial limit = 1 / (1/consume + 1/readings_table + 1/floor): the sink does these one after
   the other (only librdkafka's prefetch overlaps), so sink / serial limit says what its loop,
   flush bookkeeping and per-commit costs add.
@@ -406,110 +407,61 @@ def _vm_mb(field: str) -> float:
     return 0.0
 
 
-class _TimedConsumer:
-    """The sink's consumer, noting when each consume() call ran and what it returned."""
-
-    def __init__(self, inner, calls: list[tuple[float, float, int]]) -> None:
-        self._inner = inner
-        self._calls = calls
-
-    def consume(self, *args, **kwargs):
-        started = time.perf_counter()
-        out = self._inner.consume(*args, **kwargs)
-        self._calls.append((started, time.perf_counter(), len(out)))
-        return out
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-
 def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
-    """DeltaSink(once=True).run() with timing marks around its own methods (no code changed)."""
+    """DeltaSink(once=True).run() timed by the sink's own observer hooks (`sinks.observer`)."""
     from sensorstream.logs import configure
     from sinks.app import DeltaSink
-    from sinks.delta_writer import DeltaTableWriter
+    from sinks.observer import BatchTiming, SinkObserver
     from sinks.settings import SinkSettings
 
     configure("WARNING")
     clock = time.perf_counter
-    sink = DeltaSink(SinkSettings(**spec["settings"]), _lake_connection(spec["lake"]))
     calls: list[tuple[float, float, int]] = []
     flushes: list[dict[str, float]] = []
     marks: dict[str, float] = {}
-    spent = {"readings_table": 0.0, "write": 0.0}
     pids = spec.get("server_pids", {})
     machine: dict[str, CpuSnapshot] = {}
+    waits: list[tuple[float, float]] = []  # the loop blocked on a lane: full, or memory bound
+    rss_at_commit: dict[str, float] = {}
 
-    make_consumer = sink._consumer
-    sink._consumer = lambda: _TimedConsumer(make_consumer(), calls)
-    on_assign = sink._on_assign
+    class Timing(SinkObserver):
+        def consumed(self, started: float, ended: float, messages: int) -> None:
+            calls.append((started, ended, messages))
 
-    def timed_assign(consumer, partitions):
-        on_assign(consumer, partitions)
-        marks.setdefault("assigned", clock())
-        marks.setdefault("cpu_assigned", _cpu_seconds())
-        machine.setdefault("assigned", CpuSnapshot.take(pids))
+        def assigned(self, partitions) -> None:
+            marks.setdefault("assigned", clock())
+            marks.setdefault("cpu_assigned", _cpu_seconds())
+            machine.setdefault("assigned", CpuSnapshot.take(pids))
 
-    sink._on_assign = timed_assign
-    commit_batch = sink._write  # one flush's commit step, after its decode (`_prepare`)
+        def batch_committing(self, route: str, records: int) -> None:
+            rss_at_commit[route] = _vm_mb("VmRSS")
 
-    def timed_flush(target, records, prepared):
-        rows, before = len(records), dict(spent)
-        rss = _vm_mb("VmRSS")
-        started = clock()
-        spent["readings_table"] += prepared.seconds
-        try:
-            return commit_batch(target, records, prepared)
-        finally:
+        def batch_committed(self, timing: BatchTiming) -> None:
             flushes.append(
                 {
-                    "rows": rows,
+                    "rows": timing.records,
                     # decoding ran on the flush thread just before, or while the table's
                     # previous batch was committing
-                    "start": started - prepared.seconds,
-                    "commit_start": started,
-                    "end": clock(),
-                    "readings_table_s": spent["readings_table"] - before["readings_table"],
-                    "write_s": spent["write"] - before["write"],
-                    "rss_at_start_mb": rss,
+                    "start": timing.commit_started - timing.decode_s,
+                    "commit_start": timing.commit_started,
+                    "end": timing.commit_ended,
+                    "readings_table_s": timing.decode_s,
+                    "write_s": timing.delta_write_s,
+                    "rss_at_start_mb": rss_at_commit.get(timing.route, 0.0),
                     "peak_rss_so_far_mb": _vm_mb("VmHWM"),
                 }
             )
             machine["last_flush"] = CpuSnapshot.take(pids)
 
-    sink._write = timed_flush
-    flush_all = sink._flush_all
-    lanes = sink._flushes
-    waits: list[tuple[float, float]] = []  # the loop blocked on a lane: full, or memory bound
+        def lanes_waited(self, started: float, ended: float) -> None:
+            waits.append((started, ended))
 
-    def timed(method):
-        def wrapper(*args, **kwargs):
-            started = clock()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                waits.append((started, clock()))
+        def landing_all(self) -> None:
+            marks["break"] = clock()
 
-        return wrapper
-
-    lanes.wait, lanes.submit = timed(lanes.wait), timed(lanes.submit)
-
-    def timed_flush_all():
-        marks["break"] = clock()
-        flush_all()
-
-    sink._flush_all = timed_flush_all
-    write = DeltaTableWriter.write
-
-    def timed_write(self, *args, **kwargs):
-        started = clock()
-        try:
-            return write(self, *args, **kwargs)
-        finally:
-            spent["write"] += clock() - started
-
-    DeltaTableWriter.write = timed_write
-
+    sink = DeltaSink(
+        SinkSettings(**spec["settings"]), _lake_connection(spec["lake"]), observer=Timing()
+    )
     rss_before = _maxrss_mb()
     if spec.get("gc_off"):  # what-if, benchmark only: no cyclic GC during the run
         import gc
@@ -527,6 +479,10 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
     cpu_end = _cpu_seconds()
 
     rows = sum(result.rows.values())
+    spent = {
+        "readings_table": sum(f["readings_table_s"] for f in flushes),
+        "write": sum(f["write_s"] for f in flushes),
+    }
     busy = [c for c in calls if c[2]]
     start = marks["assigned"]
     last_message = busy[-1][1] if busy else start
@@ -606,9 +562,9 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
 
 def _assigned_consumer(sink, topic: str):
     """A consumer with the sink's own configuration, assigned every partition from the start."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = sink._consumer()
+    consumer = Consumer(sink.consumer_config())
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     return consumer
@@ -634,9 +590,11 @@ def _consume_all(consumer, expected: int, on_messages) -> float:
 
 def _worker_consume(spec: dict[str, Any]) -> None:
     """Consume alone (no per-message work beyond touching the value), then consume with the
-    sink's own columnar buffering (`DeltaSink._buffer`, batches dropped every max_rows)."""
+    sink's own columnar buffering (a `TableBatch` per table, as the sink groups each consume
+    result by topic; batches dropped every max_rows)."""
     from sensorstream.logs import configure
     from sinks.app import DeltaSink
+    from sinks.batch import TableBatch
     from sinks.settings import SinkSettings
 
     configure("WARNING")
@@ -660,9 +618,17 @@ def _worker_consume(spec: dict[str, Any]) -> None:
         consumer.close()
     limit = sink.settings.defaults.max_rows
 
+    batches: dict[str, TableBatch] = {}
+
     def buffer(messages) -> None:
-        sink._buffer(messages)
-        for batch in sink._batches.values():
+        by_topic: dict[str, list] = {}
+        for topic, message in zip([m.topic() for m in messages], messages, strict=True):
+            by_topic.setdefault(topic, []).append(message)
+        for topic, group in by_topic.items():
+            batch = batches.get(topic)
+            if batch is None:
+                batch = batches[topic] = TableBatch(sink.target(topic))
+            batch.add(topic, group)
             if len(batch) >= limit:
                 batch.take()
 
@@ -1222,7 +1188,7 @@ def table(results: dict[str, Any]) -> str:
             consume["consume"]["cpu_us_per_row"],
         ),
         row(
-            "  consume + the sink's _buffer",
+            "  consume + the sink's TableBatch",
             consume["consume_and_buffer"]["rows_per_s"],
             consume["consume_and_buffer"]["cpu_us_per_row"],
             f"GC {consume['consume_and_buffer']['gc_seconds']:.1f}s",

@@ -123,11 +123,17 @@ class EdgeTailer:
         self._dead_letters = 0
         self._transactions = 0
         self._rows = 0
+        self._started = False
 
     # -- start-up --------------------------------------------------------------------------
 
-    def run(self) -> TailResult:
-        started = time.monotonic()
+    def start(self) -> None:
+        """Open the database and reach Kafka and the registry (waiting out an outage), ready
+        to tail. `run` does it first unless it was done: the producer benchmark calls it
+        itself, to time the tail loop alone."""
+        if self._started:
+            return
+        self._started = True
         self.source.open()
         log.info(
             "tailing %s table %s (timestamp column %s) as node %s in region %s",
@@ -142,6 +148,16 @@ class EdgeTailer:
         try:
             self._until_done(self._connect)
             self._until_done(self._prepare_schema)
+        except BaseException:
+            self._close()
+            raise
+
+    def run(self) -> TailResult:
+        """Tail until stopped (with `once`: until the table is read to its end); `seconds`
+        counts from `run`, after `start` if that was called first."""
+        started = time.monotonic()
+        self.start()
+        try:
             self._tail()
         finally:
             self._close()
@@ -203,7 +219,7 @@ class EdgeTailer:
         fails and it stops, instead of streaming the rows this node now streams. It may have
         committed since the first read, so the checkpoints are read again once it is fenced.
         """
-        producer = Producer(self._producer_config(earlier_node_id))
+        producer = Producer(self.producer_config(earlier_node_id))
         producer.init_transactions(TRANSACTION_TIMEOUT_S)
         handover = self._resolve_identity()
         if not isinstance(handover, identity.Handover):
@@ -228,12 +244,13 @@ class EdgeTailer:
     def _new_producer(self) -> None:
         if self.producer is not None:
             self.producer = None  # the old handle is dropped; librdkafka tears it down
-        producer = Producer(self._producer_config(self.settings.node_id))
+        producer = Producer(self.producer_config(self.settings.node_id))
         producer.init_transactions(TRANSACTION_TIMEOUT_S)
         self.producer = producer
 
-    def _producer_config(self, node_id: str) -> dict:
-        """The transactional producer of (node, table): one transactional id per pair."""
+    def producer_config(self, node_id: str) -> dict:
+        """The transactional producer of (node, table): one transactional id per pair. The
+        producer benchmark produces with it alone, too."""
         s = self.settings
         return {
             **self.kafka_config,

@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,6 +57,7 @@ from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
 from sinks.malloc_arenas import limit_malloc_arenas, release_free_memory
 from sinks.metrics import SinkMetrics
+from sinks.observer import BatchTiming, SinkObserver
 from sinks.records import DecodedReadings, dead_letter_table, decode_readings, expired_dead_row
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
@@ -105,9 +107,11 @@ class DeltaSink:
         connection: ConnectionSettings,
         stop: threading.Event | None = None,
         metrics: SinkMetrics | None = None,
+        observer: SinkObserver | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or SinkMetrics()
+        self.observer = observer or SinkObserver()
         self.connection = connection
         self.stop = stop or threading.Event()
         self.storage_options = connection.storage_options() or None
@@ -119,7 +123,9 @@ class DeltaSink:
         self._landing = LandingWriter(connection.lake_uri, self.storage_options)
         self._landed: dict[tuple[str, int], int] = {}
         self._flushes: FlushLanes[str, dict[tuple[str, int], int]] = FlushLanes(
-            self._commit_offsets, background=settings.background_flush
+            self._commit_offsets,
+            background=settings.background_flush,
+            on_blocked=observer.lanes_waited if observer else None,
         )
         # Flush threads of several tables meet here: the dead-letter table's writer, created
         # by whichever needs it first, and the dead-letter count.
@@ -246,6 +252,7 @@ class DeltaSink:
         log.info(
             "assigned %s", ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in partitions)
         )
+        self.observer.assigned(partitions)
 
     def _record_expired(self, gaps: list[ExpiredRecords]) -> None:
         """Log each gap retention left and write its row to the dead-letter table, once: the
@@ -277,7 +284,8 @@ class DeltaSink:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _consumer(self) -> Consumer:
+    def consumer_config(self) -> dict[str, Any]:
+        """The sink's consumer configuration (a benchmark consumes with it alone, too)."""
         s = self.settings
         config = {
             **self.connection.kafka_client_config(),
@@ -302,10 +310,10 @@ class DeltaSink:
         }
         if s.instance_id:
             config["group.instance.id"] = s.instance_id
-        return Consumer(config)
+        return config
 
     def _subscribe(self) -> Consumer:
-        consumer = self.consumer = self._consumer()
+        consumer = self.consumer = Consumer(self.consumer_config())
         if self.settings.once:
             self._check_topics(consumer)
         consumer.subscribe(
@@ -361,10 +369,13 @@ class DeltaSink:
         started = time.monotonic()
         limit_malloc_arenas()  # before the first flush thread
         consumer = self._subscribe()
+        observer, clock = self.observer, time.perf_counter
         try:
             with quiet_gc():
                 while not self.stop.is_set():
+                    consuming = clock()
                     messages = consumer.consume(self.settings.poll_batch, timeout=0.2)
+                    observer.consumed(consuming, clock(), len(messages))
                     if self._rebalance_error is not None:
                         raise self._rebalance_error
                     now = time.monotonic()
@@ -379,6 +390,7 @@ class DeltaSink:
                     self._report_buffered()
                     if self.settings.once and self._read_to_end(consumer, started):
                         break  # everything available at assignment is read: land it, exit
+                observer.landing_all()
                 self._flush_all()
                 self._report_buffered()
         finally:
@@ -506,6 +518,30 @@ class DeltaSink:
     ) -> dict[tuple[str, int], int]:
         """Step 3 of the protocol for one batch (on a flush thread, after the table's previous
         batch has landed); returns the offsets it covers, for the loop to commit (step 4)."""
+        self.observer.batch_committing(target.route, len(records))
+        started, writing = time.perf_counter(), self._write_seconds()
+        try:
+            return self._commit_batch(target, records, prepared)
+        finally:
+            self.observer.batch_committed(
+                BatchTiming(
+                    target.route,
+                    len(records),
+                    prepared.seconds,
+                    started,
+                    time.perf_counter(),
+                    self._write_seconds() - writing,
+                )
+            )
+
+    def _write_seconds(self) -> float:
+        """Time the Delta writers spent writing so far, all tables (for `SinkObserver`)."""
+        return sum(w.write_seconds for w in list(self._writers.values()))
+
+    def _commit_batch(
+        self, target: TableTarget, records: BufferedRecords, prepared: PreparedBatch
+    ) -> dict[tuple[str, int], int]:
+        """`_write` itself; what the observer times."""
         started = time.monotonic()
         last_offsets = records.last_offsets
         decoded, now = prepared.decoded, prepared.now

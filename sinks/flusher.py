@@ -28,6 +28,7 @@ The exactly-once protocol stays serial where it matters, within a lane:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
@@ -121,9 +122,17 @@ class FlushLanes(Generic[K, R]):
     """A `Flusher` per key (a table), created on first use; results reach `on_done` on the
     calling thread, in order within a lane."""
 
-    def __init__(self, on_done: Callable[[R], None], background: bool = True) -> None:
+    def __init__(
+        self,
+        on_done: Callable[[R], None],
+        background: bool = True,
+        on_blocked: Callable[[float, float], None] | None = None,
+    ) -> None:
         self.on_done = on_done
         self.background = background
+        self.on_blocked = on_blocked
+        """Given the `time.perf_counter()` start and end of each `submit` and `wait` call: the
+        time the caller spent handing a flush over or blocked on lanes."""
         self._lanes: dict[K, Flusher[R]] = {}
 
     def lane(self, key: K) -> Flusher[R]:
@@ -153,7 +162,12 @@ class FlushLanes(Generic[K, R]):
         size: int = 0,
     ) -> None:
         """Hand a flush to `key`'s lane (see `Flusher.submit`)."""
-        self.lane(key).submit(prepare, commit, rows, size)
+        started = time.perf_counter()
+        try:
+            self.lane(key).submit(prepare, commit, rows, size)
+        finally:
+            if self.on_blocked is not None:
+                self.on_blocked(started, time.perf_counter())
 
     def poll(self) -> None:
         """Hand over the results of every lane's finished flushes."""
@@ -162,8 +176,10 @@ class FlushLanes(Generic[K, R]):
 
     def wait(self, key: K | None = None) -> None:
         """Wait for `key`'s lane, or for every lane."""
-        if key is not None:
-            self.lane(key).wait()
-            return
-        for lane in list(self._lanes.values()):
-            lane.wait()
+        started = time.perf_counter()
+        try:
+            for lane in [self.lane(key)] if key is not None else list(self._lanes.values()):
+                lane.wait()
+        finally:
+            if self.on_blocked is not None:
+                self.on_blocked(started, time.perf_counter())

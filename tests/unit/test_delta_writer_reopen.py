@@ -70,3 +70,18 @@ def test_other_writers_commits_still_lead_to_a_reopen(tmp_path: Path) -> None:
         offset += 3
     assert ours._table is not first
     assert DeltaTable(target.uri).count() == offset
+
+
+def test_reopen_after_checkpoint_off_keeps_one_table_as_the_earlier_writer_did(
+    tmp_path: Path,
+) -> None:
+    """The delta_state benchmark's baseline: the writer before it reopened its table."""
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    target = target_for(TOPIC, settings, str(tmp_path))
+    writer = DeltaTableWriter(target, None, checkpoint_interval=5, reopen_after_checkpoint=False)
+    writer.write(batch(0), {(TOPIC, 0): 2})
+    first = writer._table
+    for i in range(1, 13):  # past two checkpoints (versions 4 and 9)
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+        assert writer._table is first
+    assert DeltaTable(target.uri).count() == 39

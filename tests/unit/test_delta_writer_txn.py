@@ -95,3 +95,14 @@ def test_two_writers_of_one_table_from_different_positions(tmp_path: Path) -> No
     counts = landed(first.target.uri)
     assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1][:5]
     assert set(counts) == {(p, o) for p in (0, 1) for o in range(90)}
+
+
+def test_write_seconds_adds_up_the_time_spent_in_write(tmp_path: Path) -> None:
+    """What the sink's observer reports as a batch's Delta write time."""
+    writer = writer_for(tmp_path)
+    assert writer.write_seconds == 0.0
+    write(writer, {0: range(0, 10)})
+    first = writer.write_seconds
+    assert first > 0
+    write(writer, {0: range(0, 10)})  # nothing new: still time spent reading the table
+    assert writer.write_seconds > first

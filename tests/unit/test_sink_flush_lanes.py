@@ -142,3 +142,24 @@ def test_foreground_mode_flushes_on_the_calling_thread() -> None:
     lanes.submit("raw", lambda: threading.current_thread().name, same, rows=1)
     assert landed == [threading.current_thread().name]
     assert not lanes.busy("raw")
+
+
+def test_each_handover_and_wait_is_reported_to_on_blocked() -> None:
+    """The sink benchmark's "loop waiting for lanes": every submit and wait, with its span."""
+    spans: list[tuple[float, float]] = []
+    lanes: FlushLanes[str, int] = FlushLanes(lambda _: None, on_blocked=lambda *s: spans.append(s))
+    release = threading.Event()
+
+    def slow() -> int:
+        assert release.wait(10)
+        return 1
+
+    lanes.submit("raw", slow, same, rows=1)
+    assert len(spans) == 1
+    threading.Timer(0.05, release.set).start()
+    lanes.wait("raw")
+    assert len(spans) == 2
+    started, ended = spans[1]
+    assert ended - started >= 0.04  # the wait lasted until the flush was released
+    lanes.wait()
+    assert len(spans) == 3

@@ -97,6 +97,17 @@ def test_a_table_of_an_earlier_release_gains_the_retention_without_a_rewrite(tmp
     assert operations.count("SET TBLPROPERTIES") == 1
 
 
+def test_with_adopt_log_properties_off_an_earlier_table_keeps_its_settings(tmp_path):
+    """The writer of the earlier release, which the delta_log benchmark compares against."""
+    writer = writer_for(tmp_path)
+    older_release_table(writer.target.uri)
+    earlier = DeltaTableWriter(writer.target, None, adopt_log_properties=False)
+    assert earlier.write(batch(3), {(TOPIC, 0): 5}) == 3
+    table = DeltaTable(writer.target.uri)
+    assert "delta.logRetentionDuration" not in table.metadata().configuration
+    assert "SET TBLPROPERTIES" not in [entry["operation"] for entry in table.history()]
+
+
 def test_a_retention_the_operator_set_is_kept(tmp_path):
     writer = writer_for(tmp_path)
     older_release_table(writer.target.uri)
