@@ -203,10 +203,21 @@ class _Probe:
 def _worker_router(spec: dict[str, Any], profile_out: Path | None) -> None:
     from sensorstream.logs import configure
     from stream_apps.app import RouterApp
+    from stream_apps.dispatch import MessageRouter
     from stream_apps.metrics import RouterMetrics
     from stream_apps.settings import RouterSettings
 
     probe = _Probe()
+
+    class TimedRouter(MessageRouter):
+        """The product's router, its route() timed per message."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.timed_route = probe.timed(super().route)
+
+        def route(self, value, source):
+            return self.timed_route(value, source)
 
     class CommitTiming(RouterMetrics):
         """The router's own checkpoint timing: called after each commit of a checkpoint that
@@ -225,12 +236,10 @@ def _worker_router(spec: dict[str, Any], profile_out: Path | None) -> None:
         commit_interval_s=spec["commit_interval_s"],
         once=True,
     )
-    router_app = RouterApp(settings, _connection(), CommitTiming())
+    router_app = RouterApp(settings, _connection(), CommitTiming(), TimedRouter)
     started = time.perf_counter()
     router_app.build()
     build_seconds = time.perf_counter() - started
-    router = router_app.router
-    router.route = probe.timed(router.route)  # the app's fan_out looks it up per message
     rss_before = _maxrss_mb()
     profiler = cProfile.Profile() if profile_out else None
     if profiler:

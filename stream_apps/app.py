@@ -137,9 +137,13 @@ class RouterApp:
         settings: RouterSettings,
         connection: ConnectionSettings,
         metrics: RouterMetrics | None = None,
+        router_type: type[MessageRouter] = MessageRouter,
     ) -> None:
+        """`router_type` routes each message; the router benchmark passes a subclass that
+        times `route()`, the per-message work, inside the running application."""
         self.settings = settings
         self.metrics = metrics or RouterMetrics()
+        self.router_type = router_type
         self.connection = connection
         self.kafka_config = connection.kafka_client_config()
         self.registry = SchemaRegistry(connection.schema_registry_config())
@@ -244,7 +248,7 @@ class RouterApp:
         context = processing_context(sdf)
         observe_checkpoints(context, self.metrics)
         decoder = AvroDecoder(self.registry)
-        router = MessageRouter(
+        router = self.router_type(
             active, decoder, OutputEncoders(self.registry, decoder), config.dead_letter_topic
         )
         producer = checkpoint_producer(context)
