@@ -5,7 +5,7 @@
 
 About 8 minutes with the defaults (a calm run, then the chaos run, each with its own broker).
 
-The same run as tests/integration/test_chaos.py (`infra.local_stack.chaos`), bigger: more edge
+The same run as tests/integration/infra/test_chaos.py (`infra.local_stack.chaos`), bigger: more edge
 nodes, more router and sink instances, a longer window with more SIGKILLs (some restarts armed
 with a product failpoint) and more broker restarts. Each run gets a dedicated Kafka broker on
 free ports (restarting the stack's broker would disturb everyone else) and its own lake prefix on

@@ -18,7 +18,8 @@ Three tables, built in the same run, each holding the same rows in the same numb
 - new: a copy of the old table given the product's log settings by the sink's own code
   (`sinks.table_log.adopt`), with the retention scaled to the run (`--retention-s`, 1 hour of
   the 5.5 simulated hours), then cleaned by delta-rs as the post-commit hook does right after
-  a checkpoint (the hook itself, under real commits on S3: tests/integration/test_delta_log.py).
+  a checkpoint (the hook itself, under real commits on S3:
+  tests/integration/sinks/test_delta_log.py).
 - fresh: one commit adding the new table's files, then a checkpoint: the same data, no history.
 
 Each table's `_delta_log` is uploaded object by object to the S3 server (opening reads no data
@@ -159,7 +160,7 @@ def _build(lake: Path, commits: int, real: int, retention_s: float) -> dict[str,
     """The old table (real sink commits, then cloned ones, a commit a second), and the new
     table: a copy of it given the product's settings and cleaned by delta-rs after a
     checkpoint, on that timeline, just as the post-commit hook of the commit landing on the
-    next checkpoint version would (the hook itself: tests/integration/test_delta_log.py)."""
+    next checkpoint version would (the hook itself: tests/integration/sinks/test_delta_log.py)."""
     from deltalake import DeltaTable
 
     from sinks.table_log import adopt, log_properties

@@ -23,9 +23,9 @@ so this module does it, and only this module:
 
 Each accessor checks what it relies on and refuses a quixstreams without it with
 `QuixstreamsInternalsChanged`, naming the installed version and what is missing;
-tests/unit/test_quixstreams_internals.py checks all of them against the installed quixstreams,
-so an upgrade that changes one fails there first. pyproject.toml pins quixstreams 3.28.x, the
-version this was written against.
+tests/unit/stream_apps/test_quixstreams_internals.py checks all of them against the installed
+quixstreams, so an upgrade that changes one fails there first. pyproject.toml pins quixstreams
+3.28.x, the version this was written against.
 """
 
 from __future__ import annotations

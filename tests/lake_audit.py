@@ -17,7 +17,7 @@ from sensorstream.settings import ConnectionSettings
 
 def fleet_env(connection: ConnectionSettings, unique: str) -> dict[str, str]:
     """The connection, and the router's and sink's groups and topics of a pipeline test on
-    topics `t.<unique>.*` (tests.integration.test_router / test_sink settings)."""
+    topics `t.<unique>.*` (tests.integration.stream_apps.test_router / test_sink settings)."""
     prefix = f"t.{unique}."
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": connection.kafka_bootstrap_servers,

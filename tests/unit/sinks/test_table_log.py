@@ -1,0 +1,173 @@
+"""The log settings of sink tables: what a new table gets, how a table of an earlier release gains
+them without its data being rewritten, and that an operator's own value stays.
+
+Real deltalake on a local path: no server involved (the S3 behaviour is in
+tests/integration/sinks/test_delta_log.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, PostCommitHookProperties, write_deltalake
+
+from sinks.delta_writer import DeltaTableWriter
+from sinks.settings import SinkSettings
+from sinks.table_log import retention_interval
+from sinks.tables import target_for
+
+TOPIC = "sensors.raw"
+
+
+def batch(first_offset: int, rows: int = 3) -> pa.Table:
+    offsets = list(range(first_offset, first_offset + rows))
+    return pa.table(
+        {
+            "x": pa.array(offsets, pa.int64()),
+            "_kafka_topic": pa.array([TOPIC] * rows, pa.string()),
+            "_kafka_partition": pa.array([0] * rows, pa.int32()),
+            "_kafka_offset": pa.array(offsets, pa.int64()),
+            "event_date": pa.array([date(2026, 11, 23)] * rows, pa.date32()),
+        }
+    )
+
+
+def writer_for(tmp_path: Path, **settings) -> DeltaTableWriter:
+    sink = SinkSettings(topics=[TOPIC], topic_prefix="sensors.", **settings)
+    return DeltaTableWriter(
+        target_for(TOPIC, sink, str(tmp_path)),
+        None,
+        checkpoint_interval=sink.checkpoint_interval,
+        log_retention_hours=sink.log_retention_hours,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hours", "interval"),
+    [
+        (168, "interval 7 days"),
+        (36, "interval 36 hours"),
+        (0.5, "interval 1800 seconds"),
+        (0, "interval 0 seconds"),
+    ],
+)
+def test_retention_is_a_whole_unit_interval(hours, interval):
+    assert retention_interval(hours) == interval
+
+
+def test_a_new_table_gets_the_log_settings(tmp_path):
+    writer = writer_for(tmp_path)
+    assert writer.write(batch(0), {(TOPIC, 0): 2}) == 3
+    configuration = DeltaTable(writer.target.uri).metadata().configuration
+    assert configuration["delta.logRetentionDuration"] == "interval 7 days"
+    assert configuration["delta.checkpointInterval"] == "100"
+
+
+def test_the_retention_follows_the_sink_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENSORSTREAM_SINK_LOG_RETENTION_HOURS", "48")
+    writer = writer_for(tmp_path)
+    writer.write(batch(0), {(TOPIC, 0): 2})
+    configuration = DeltaTable(writer.target.uri).metadata().configuration
+    assert configuration["delta.logRetentionDuration"] == "interval 2 days"
+
+
+def older_release_table(uri: str) -> None:
+    """A table as the sink created it before: only the checkpoint interval set."""
+    write_deltalake(
+        uri,
+        batch(0),
+        mode="append",
+        partition_by=["event_date"],
+        configuration={"delta.checkpointInterval": "100"},
+    )
+
+
+def test_a_table_of_an_earlier_release_gains_the_retention_without_a_rewrite(tmp_path):
+    writer = writer_for(tmp_path)
+    older_release_table(writer.target.uri)
+    files_before = set(DeltaTable(writer.target.uri).file_uris())
+    assert writer.write(batch(3), {(TOPIC, 0): 5}) == 3
+    table = DeltaTable(writer.target.uri)
+    assert table.metadata().configuration["delta.logRetentionDuration"] == "interval 7 days"
+    assert set(table.file_uris()) > files_before  # the old file is still there, not rewritten
+    assert table.count() == 6
+    operations = [entry["operation"] for entry in table.history()]
+    assert operations.count("SET TBLPROPERTIES") == 1
+
+
+def test_with_adopt_log_properties_off_an_earlier_table_keeps_its_settings(tmp_path):
+    """The writer of the earlier release, which the delta_log benchmark compares against."""
+    writer = writer_for(tmp_path)
+    older_release_table(writer.target.uri)
+    earlier = DeltaTableWriter(writer.target, None, adopt_log_properties=False)
+    assert earlier.write(batch(3), {(TOPIC, 0): 5}) == 3
+    table = DeltaTable(writer.target.uri)
+    assert "delta.logRetentionDuration" not in table.metadata().configuration
+    assert "SET TBLPROPERTIES" not in [entry["operation"] for entry in table.history()]
+
+
+def test_a_retention_the_operator_set_is_kept(tmp_path):
+    writer = writer_for(tmp_path)
+    older_release_table(writer.target.uri)
+    DeltaTable(writer.target.uri).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 30 days"}
+    )
+    writer.write(batch(3), {(TOPIC, 0): 5})
+    configuration = DeltaTable(writer.target.uri).metadata().configuration
+    assert configuration["delta.logRetentionDuration"] == "interval 30 days"
+
+
+def test_txn_versions_outlive_their_commit_files_even_with_a_txn_retention(tmp_path):
+    """Checkpoints keep a txn version without an update time whatever
+    delta.setTransactionRetentionDuration says: the sink's versions carry none, so an idle
+    partition's version is not dropped when the commit that set it is cleaned up."""
+    writer = writer_for(tmp_path, checkpoint_interval=3, log_retention_hours=0)
+    writer.write(batch(0), {(TOPIC, 0): 2})  # partition 0, then idle
+    DeltaTable(writer.target.uri).alter.set_table_properties(
+        {"delta.setTransactionRetentionDuration": "interval 0 seconds"}
+    )
+    for i in range(7):
+        other = batch(100 * i).set_column(2, "_kafka_partition", pa.array([1] * 3, pa.int32()))
+        writer.write(other, {(TOPIC, 1): 100 * i + 2})
+    log = sorted(p.name for p in (Path(writer.target.uri) / "_delta_log").iterdir())
+    assert "00000000000000000000.json" not in log
+    assert DeltaTable(writer.target.uri).transaction_version(f"sensorstream:{TOPIC}/0") == 2
+    assert writer_for(tmp_path).write(batch(0), {(TOPIC, 0): 2}) == 0
+
+
+def log_names(writer: DeltaTableWriter) -> list[str]:
+    return sorted(p.name for p in (Path(writer.target.uri) / "_delta_log").iterdir())
+
+
+def test_a_commit_leaves_the_log_alone_and_a_checkpoint_cleans_it(tmp_path):
+    """delta-rs's hook would clean (listing the whole log) after every commit; the sink's
+    commits leave it to the cleanup that follows each checkpoint."""
+    writer = writer_for(tmp_path, checkpoint_interval=5)
+    for i in range(7):  # versions 0-6, a checkpoint at 4; nothing expires in 7 days
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    DeltaTable(writer.target.uri).alter.set_table_properties(  # what an operator might do
+        {"delta.logRetentionDuration": "interval 0 seconds"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    writer.write(batch(21), {(TOPIC, 0): 23})  # version 8: no checkpoint
+    assert "00000000000000000000.json" in log_names(writer)
+    writer.write(batch(24), {(TOPIC, 0): 26})  # version 9: a checkpoint
+    names = log_names(writer)
+    assert [n for n in names if n.endswith(".checkpoint.parquet")] == [
+        "00000000000000000009.checkpoint.parquet"
+    ]
+    assert "00000000000000000008.json" not in names
+    assert DeltaTable(writer.target.uri).count() == 27
+
+
+def test_a_table_that_turned_cleanup_off_keeps_its_log(tmp_path):
+    writer = writer_for(tmp_path, checkpoint_interval=3, log_retention_hours=0)
+    writer.write(batch(0), {(TOPIC, 0): 2})
+    DeltaTable(writer.target.uri).alter.set_table_properties(
+        {"delta.enableExpiredLogCleanup": "false"}
+    )
+    for i in range(1, 8):
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    assert "00000000000000000000.json" in log_names(writer)
