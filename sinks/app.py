@@ -17,6 +17,9 @@ The protocol, per table and topic-partition:
 On a rebalance, the batches being written land (and its offsets are committed) first; then the
 unflushed records of revoked partitions are dropped: their new owner replays them from the
 committed offsets and step 1 skips what had landed.
+Retention gaps found at step 1 (`sensorstream.retention`) are only noted in the rebalance
+callback; the loop writes their dead-letter rows as soon as `consume()` returns, before it
+buffers a record past them, so no offset past a gap is committed before its row is written.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ class DeltaSink:
         self.consumer: Consumer | None = None
         self.dead_letters = 0
         self._rebalance_error: BaseException | None = None
+        self._expired: list[ExpiredRecords] = []
+        """Gaps found at assignment whose dead-letter rows the loop has not written yet."""
         self._fatal_errors: list[float] = []
         self._ends = EndOffsets()
         """With `once`: each partition's end when it was assigned, and how far it was read."""
@@ -244,8 +249,7 @@ class DeltaSink:
                 start = OFFSET_BEGINNING if landed is None else min(start, landed + 1)
             tp.offset = max(start, oldest) if start >= 0 else start
             self._assigned.add((tp.topic, tp.partition))
-        if gaps:
-            self._record_expired(gaps)
+        self._expired.extend(gaps)  # written by the loop, outside this callback
         consumer.assign(partitions)
         if self.settings.once:
             self._ends.assigned(consumer, partitions)
@@ -254,28 +258,40 @@ class DeltaSink:
         )
         self.observer.assigned(partitions)
 
-    def _record_expired(self, gaps: list[ExpiredRecords]) -> None:
+    def _write_expired(self) -> None:
         """Log each gap retention left and write its row to the dead-letter table, once: the
         row goes in with the gap's last offset as the partition's txn version, so a later
-        assignment (before a batch past the gap has landed) finds it there."""
+        assignment (before a batch past the gap has landed) finds it there.
+
+        Called by the loop right after `consume()`, before it buffers any record: a record
+        past a gap is only ever in a batch handed over after the gap's row is in the table,
+        and offsets are committed only after their batch lands. A crash before the row is
+        written commits nothing past the gap either, so the next assignment finds it again.
+        """
+        failpoint("sink.expired_found")
         target = self.target(self.settings.dead_letter_topic)
         writer = self.writer(target)
         now = datetime.now(UTC)
-        for gap in gaps:
+        while self._expired:
+            gap = self._expired[0]
             row = expired_dead_row(gap, int(now.timestamp() * 1000))
             log.error("%s", row.reason)
             noted = writer.txn_version(gap.topic, gap.partition)
-            if noted is not None and noted >= gap.last:
-                continue
-            letters = dead_letter_table([], [row], target.settings.hourly, now)
-            writer.write(letters, {(gap.topic, gap.partition): gap.last})
-            self.metrics.expired(gap.count)
-            with self._shared:
-                self.dead_letters += 1
+            if noted is None or noted < gap.last:
+                letters = dead_letter_table([], [row], target.settings.hourly, now)
+                writer.write(letters, {(gap.topic, gap.partition): gap.last})
+                self.metrics.expired(gap.count)
+                with self._shared:
+                    self.dead_letters += 1
+            self._expired.pop(0)  # only once its row is in the table
+        failpoint("sink.expired_written")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._flushes.wait()  # land the batches being written, commit offsets while owned
+        # A gap not written yet is its new owner's: nothing past it was committed, so the
+        # owner finds it at assignment.
+        self._expired = [g for g in self._expired if (g.topic, g.partition) not in revoked]
         for batch in self._batches.values():
             batch.drop_partitions(revoked)
         self._assigned -= revoked
@@ -378,6 +394,8 @@ class DeltaSink:
                     observer.consumed(consuming, clock(), len(messages))
                     if self._rebalance_error is not None:
                         raise self._rebalance_error
+                    if self._expired:
+                        self._write_expired()
                     now = time.monotonic()
                     if messages:
                         try:
@@ -431,6 +449,7 @@ class DeltaSink:
         for batch in self._batches.values():
             batch.take()
         self._assigned.clear()
+        self._expired.clear()  # the new consumer's assignment finds them again
         self._ends.revoked(TopicPartition(t, p) for t, p in self._ends.owned())
         try:
             failed.close()
