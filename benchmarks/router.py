@@ -269,10 +269,10 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
     from schemas.registry import SchemaRegistry
     from sensorstream.logs import configure
     from sensorstream.topics import READINGS, TopicSpec, ensure_topics
-    from stream_apps.app import known_fields
     from stream_apps.dispatch import ActiveRouting, MessageRouter
     from stream_apps.outputs import OutputEncoders
     from stream_apps.routing.config import parse_routing
+    from stream_apps.versions import known_fields
 
     configure("WARNING")
     started = time.perf_counter()
@@ -506,10 +506,10 @@ def measure_components(run_id: str, routes: Path, sample: int) -> dict[str, Any]
     from schemas.avro_codec import AvroDecoder
     from schemas.registry import SchemaRegistry
     from sensorstream.topics import READINGS
-    from stream_apps.app import known_fields
     from stream_apps.dispatch import ActiveRouting, MessageRouter
     from stream_apps.outputs import OutputEncoders
     from stream_apps.routing.config import parse_routing
+    from stream_apps.versions import known_fields
 
     messages = _fetch_input(_input_topic(run_id), sample)
     registry = SchemaRegistry(_connection().schema_registry_config())

@@ -15,14 +15,8 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sensorstream.errors import ConfigError, PipelineError
-
-if TYPE_CHECKING:
-    from sensorstream.settings import ConnectionSettings
-    from stream_apps.control import RoutingControl, RoutingVersion
-    from stream_apps.settings import RouterSettings
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -199,23 +193,17 @@ def _route_command(args: argparse.Namespace) -> int:
 
 def _routes_command(args: argparse.Namespace) -> int:
     from sensorstream.settings import ConnectionSettings, load_settings
-    from stream_apps.control import RoutingControl
     from stream_apps.settings import RouterSettings
+    from stream_apps.versions import RoutingVersions
 
     settings = load_settings(RouterSettings, config_file=args.config, section="router")
     connection = load_settings(ConnectionSettings, config_file=args.config)
-    control = RoutingControl(connection.kafka_client_config(), settings.control_topic)
-    control.ensure_topic()
+    versions = RoutingVersions(settings, connection)
     if args.action == "apply":
         if args.target is None:
             raise ConfigError("routes apply needs the routing FILE to apply")
         path = Path(args.target)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
-        _validate_routing(text, str(path), settings, connection)
-        version, new = control.publish(text, settings.applied_by, str(path))
+        version, new = versions.apply(path)
         if new:
             print(f"applied {path} as routing version {version.version}")
         else:
@@ -223,9 +211,7 @@ def _routes_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "rollback":
         number = _version_number(args, required=True)
-        old = _routing_version(control, number)
-        _validate_routing(old.content, f"routing version {number}", settings, connection)
-        version, new = control.rollback(number, settings.applied_by)
+        version, new = versions.rollback(number)
         if new:
             print(f"rolled back to version {number} as routing version {version.version}")
         else:
@@ -236,7 +222,7 @@ def _routes_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "history":
         print(f"{'VERSION':<8} {'APPLIED AT':<26} {'BY':<16} {'HASH':<13} SOURCE")
-        for v in control.history():
+        for v in versions.history():
             print(
                 f"{v.version:<8} {v.applied_at:<26} {v.applied_by:<16} "
                 f"{v.content_hash[:12]:<13} {v.source}"
@@ -244,9 +230,9 @@ def _routes_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     number = _version_number(args, required=False)
     if number is not None:
-        shown = _routing_version(control, number)
+        shown = versions.version(number)
     else:
-        shown = control.latest()
+        shown = versions.latest()
         if shown is None:
             print("no routing version has been applied yet")
             return EXIT_OK
@@ -268,26 +254,6 @@ def _version_number(args: argparse.Namespace, *, required: bool) -> int | None:
             f"routes {args.action}: '{args.target}' is not a version number (see `routes history`)"
         )
     return int(args.target)
-
-
-def _routing_version(control: RoutingControl, number: int) -> RoutingVersion:
-    try:
-        return control.version(number)
-    except LookupError as exc:
-        raise ConfigError(f"{exc}; see `sensorstream routes history`") from None
-
-
-def _validate_routing(
-    text: str, source: str, settings: RouterSettings, connection: ConnectionSettings
-) -> None:
-    """What `routes apply` checks before publishing, for a file or an old version's text."""
-    from schemas.registry import SchemaRegistry
-    from sensorstream.topics import internal_topics
-    from stream_apps.app import known_fields
-    from stream_apps.routing.config import parse_routing
-
-    fields = known_fields(SchemaRegistry(connection.schema_registry_config()), "sensors.readings")
-    parse_routing(text, source, fields, internal_topics(settings.control_topic))
 
 
 def _sink_command(args: argparse.Namespace) -> int:

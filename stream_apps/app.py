@@ -27,11 +27,10 @@ from quixstreams.sinks import BaseSink
 
 from schemas.avro_codec import AvroDecoder
 from schemas.registry import SchemaRegistry
-from schemas.value_schema import PROVENANCE_NAMES, curated_schema
 from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError, PipelineError
 from sensorstream.settings import ConnectionSettings
-from sensorstream.topics import READINGS, TopicSpec, ensure_topics, internal_topics
+from sensorstream.topics import READINGS, TopicSpec, ensure_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.control_faults import ControlFaults
@@ -46,8 +45,9 @@ from stream_apps.quixstreams_internals import (
     skip_signal_handlers,
 )
 from stream_apps.reconnect import Outage, outage_error
-from stream_apps.routing.config import CompiledRouting, content_hash, parse_routing
+from stream_apps.routing.config import CompiledRouting, content_hash
 from stream_apps.settings import RouterSettings
+from stream_apps.versions import check_routing, compile_version, known_fields, read_routing_file
 
 if TYPE_CHECKING:
     from quixstreams.processing import ProcessingContext
@@ -75,35 +75,6 @@ class _CheckpointBoundary(BaseSink):
 def _never(value: Any) -> bool:
     """Keeps every record away from `_CheckpointBoundary`: only its flush matters."""
     return False
-
-
-def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
-    """Fields a routing rule may name: the curated reading, provenance, and every field of
-    every registered input schema version (new columns from the edge). Every version, not only
-    the latest: nodes of one fleet with tables of different shapes take turns registering the
-    latest, and a column only some nodes have is still a field of the topic."""
-    fields = {f["name"] for f in curated_schema()["fields"]} | set(PROVENANCE_NAMES)
-    for schema in registry.value_schemas(input_topic):
-        fields |= {f["name"] for f in schema["fields"]}
-    return fields
-
-
-def compile_version(
-    version: RoutingVersion, fields: set[str], control_topic: str
-) -> CompiledRouting:
-    """A version from the control topic, compiled for a router following `control_topic`."""
-    try:
-        return parse_routing(
-            version.content,
-            f"routing version {version.version}",
-            fields,
-            internal_topics(control_topic),
-        )
-    except ConfigError as exc:
-        # A version published by an older release, or against another registry's fields.
-        raise ConfigError(
-            f"{exc}\n(fix the file and publish it with `sensorstream routes apply FILE`)"
-        ) from None
 
 
 def live_switch_refusal(running: CompiledRouting, new: CompiledRouting) -> str | None:
@@ -168,12 +139,8 @@ class RouterApp:
         latest = history[-1] if history else None
         if s.routes is not None:
             path = s.routes
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
-            # validate before publishing
-            parse_routing(text, str(path), fields, internal_topics(s.control_topic))
+            text = read_routing_file(path)
+            check_routing(text, str(path), fields, s.control_topic)  # before publishing
             digest = content_hash(text)
             earlier = next((v for v in reversed(history) if v.content_hash == digest), None)
             if earlier is not None and latest is not None and earlier is not latest:

@@ -17,7 +17,8 @@ from producers.simulator import create_readings_table
 from producers.tailer import EdgeTailer
 from schemas.registry import SchemaRegistry
 from sinks.app import DeltaSink
-from stream_apps.app import RouterApp, known_fields
+from stream_apps.app import RouterApp
+from stream_apps.versions import known_fields
 from tests.edge_nodes import fleet_node_settings
 from tests.integration.sinks.test_sink import sink_settings
 from tests.integration.stream_apps.test_router import (

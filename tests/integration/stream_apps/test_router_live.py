@@ -23,11 +23,12 @@ from producers.settings import ProducerSettings
 from producers.simulator import SimulatorSettings, SteppingClock, run_simulator
 from producers.tailer import EdgeTailer
 from sensorstream.topics import TopicSpec, ensure_topics
-from stream_apps.app import DEFAULT_ROUTES, RouterApp, RouterResult, known_fields
+from stream_apps.app import DEFAULT_ROUTES, RouterApp, RouterResult
 from stream_apps.control import RoutingControl
 from stream_apps.dispatch import HEADER_ROUTE, HEADER_ROUTES_VERSION
 from stream_apps.routing.config import content_hash
 from stream_apps.settings import RouterSettings
+from stream_apps.versions import known_fields
 from tests.kafka_helpers import AvroDecoder, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
