@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import shutil
 import sys
@@ -142,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             "whole_run": _ratio(chaos_run["seconds"], calm_run["seconds"]),
         }
     try:
-        from benchmarks.producer import machine_info
+        from benchmarks import harness
 
-        results["machine"] = machine_info()
+        results["machine"] = harness.machine_info()
     except Exception as exc:  # the figures stand without it
         results["machine"] = {"error": str(exc)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_results(args.out, results)
     for run in runs:
         rows = sum(run["rows_written"].values())
         bad = len(run["audit"]["findings"])

@@ -44,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
+
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results" / "compaction.json"
 MiB = 2**20
@@ -236,7 +238,6 @@ def _wait(
 def run_compaction(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.e2e_sampling import Sampler
     from benchmarks.e2e_stack import REGIONS, E2EPipeline
-    from benchmarks.producer import machine_info
     from infra.local_stack.stack import LocalStack
     from sensorstream.settings import ConnectionSettings
     from sinks.maintain_settings import MaintainSettings
@@ -248,7 +249,7 @@ def run_compaction(args: argparse.Namespace) -> dict[str, Any]:
     maintain = MaintainSettings(**({"window_s": args.window_s} if args.window_s else {}))
     results: dict[str, Any] = {
         "benchmark": "compaction",
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "params": {
             "minutes": args.minutes,
             "rate": args.rate,
@@ -276,7 +277,7 @@ def run_compaction(args: argparse.Namespace) -> dict[str, Any]:
     def save(phase: str) -> None:
         """The results so far, so a long run's figures survive whatever ends it later."""
         results["phase"] = phase
-        write_results(args.out, {**results, "samples": samples})
+        harness.write_results(args.out, {**results, "samples": samples})
 
     with E2EPipeline(
         "compaction", args.rate, work_dir=work / "run", connection=connection, say=_log
@@ -360,11 +361,6 @@ def run_compaction(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def write_results(out: Path, results: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-
-
 def _tail(log_dir: Path, name: str, lines: int = 20) -> list[str]:
     found = sorted(log_dir.glob(f"*{name}*.log"))
     if not found:
@@ -411,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     results = run_compaction(args)
-    write_results(args.out, results)
+    harness.write_results(args.out, results)
     print(json.dumps(results["verdict"], indent=2))
     _log(f"results in {args.out}")
     return 0 if results["error"] is None else 1

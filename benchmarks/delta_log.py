@@ -48,7 +48,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.producer import machine_info
+from benchmarks import harness
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results" / "delta_log.json"
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios["log_objects_new_vs_old"] = sizes["new"]["objects"] / sizes["old"]["objects"]
     results = {
         "benchmark": "delta_log",
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "load_average": {
             "before_build": load_before,
             "measuring_start": load_measured,
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    harness.write_results(args.out, results)
     for n in names:
         size = sizes[n]
         opened = ", ".join(f"{p} {1000 * medians[p][n]:.0f} ms" for p in medians)

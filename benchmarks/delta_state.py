@@ -33,20 +33,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.producer import _emit, _parse_worker_output, machine_info
+from benchmarks import harness
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results" / "delta_state.json"
 TOPIC = "bench.raw"
 ROWS = 1000
 TARGETS = {"growth_ratio": 0.25, "commit_time_ratio": 1.2}
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _worker(spec: dict[str, Any]) -> None:
@@ -82,8 +75,8 @@ def _worker(spec: dict[str, Any]) -> None:
         writer.write(data, {(TOPIC, 0): first + ROWS - 1})
         seconds.append(time.perf_counter() - started)
         if (commit + 1) % spec["every"] == 0:
-            readings.append((commit + 1, round(_rss_mb(), 1)))
-    _emit({"rss_mb": readings, "median_commit_ms": 1000 * statistics.median(seconds)})
+            readings.append((commit + 1, round(harness.vm_mb("VmRSS"), 1)))
+    harness.emit({"rss_mb": readings, "median_commit_ms": 1000 * statistics.median(seconds)})
 
 
 def _run(variant: str, commits: int, every: int) -> dict[str, Any]:
@@ -92,7 +85,7 @@ def _run(variant: str, commits: int, every: int) -> dict[str, Any]:
         spec = {"variant": variant, "commits": commits, "every": every, "lake": lake}
         command = [sys.executable, "-m", "benchmarks.delta_state", "--worker", json.dumps(spec)]
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
-        result = _parse_worker_output(out)
+        result = harness.parse_worker_output(out)
     finally:
         shutil.rmtree(lake, ignore_errors=True)
     readings = result["rss_mb"]
@@ -128,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {
         "benchmark": "delta_state",
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "params": {"commits": args.commits, "rows_per_commit": ROWS, "checkpoint_interval": 100},
         "runs": runs,
         "ratios": {
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    harness.write_results(args.out, results)
     for name, run in runs.items():
         print(
             f"{name:<10} RSS {run['rss_mb'][0][1]:,.0f} -> {run['rss_mb'][-1][1]:,.0f} MB "

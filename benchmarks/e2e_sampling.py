@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.process_tree import parse_stat
 from infra.local_stack.pipeline import (
     CHECKPOINTS,
     DEAD_LETTERS,
@@ -38,7 +39,6 @@ from infra.local_stack.pipeline import (
 from infra.local_stack.sqlite_probe import SOURCE_TABLE, max_rowid
 
 DRAIN_CHECK_MAX_LAG = 50  # per partition: beyond it, not drained, no need to read
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -48,11 +48,9 @@ _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of `pid` and all its threads (a JVM's too), or None if gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return parse_stat(Path(f"/proc/{pid}/stat").read_text())[1]
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def rss_mb(pid: int) -> float | None:

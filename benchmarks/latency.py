@@ -56,6 +56,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from benchmarks.e2e_stack import REPO, E2EPipeline, max_latency_s
 from infra.local_stack.pipeline import EdgeNode
 
@@ -460,10 +461,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from benchmarks.e2e_sampling import Sampler, drive
     from benchmarks.e2e_stack import REGIONS, SINK_NAME, shipped_flush_policies
-    from benchmarks.producer import machine_info
     from benchmarks.s3_requests import S3RequestCounter
 
-    info = machine_info()
+    info = harness.machine_info()
     compare = args.baseline_flush > 0
     with (
         contextlib.ExitStack() as proxies,
@@ -680,8 +680,7 @@ def main(argv: list[str] | None = None) -> int:
 
     silence_known_warnings()
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_results(args.out, results)
     print(table(results))
     print(f"results: {args.out}")
     cost = results.get("cost_of_freshness") or {}

@@ -37,9 +37,7 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
-import resource
 import shutil
 import signal
 import sqlite3
@@ -50,9 +48,10 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -60,7 +59,6 @@ DATA_DIR = BENCH_DIR / ".data"
 DEFAULT_OUT = BENCH_DIR / "results" / "producer.json"
 DEFAULT_ROWS = 1_000_000
 PROFILE_ROWS = 100_000
-RESULT_MARK = "BENCH-RESULT "
 
 TARGETS = {
     "ratio_vs_limit": 0.6,  # end to end / serial limit, at least
@@ -73,32 +71,7 @@ TARGETS = {
 # -- shared helpers ------------------------------------------------------------------------
 
 
-def _log(text: str) -> None:
-    print(f"[producer-bench] {text}", file=sys.stderr, flush=True)
-
-
-def _maxrss_mb() -> float:
-    """Peak resident memory of this process image, in MB (VmHWM).
-
-    getrusage's ru_maxrss is the same figure on a process that was not spawned by a larger
-    one, but Linux carries the parent's peak into a child across fork + exec (checked: a child
-    of a 500 MB parent reports 510 MB), so in a subprocess of this benchmark it would report
-    the orchestrator's peak. VmHWM is reset by exec; ru_maxrss is reported beside it.
-    """
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return _ru_maxrss_mb()
-
-
-def _ru_maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
+_log = harness.logger("producer-bench")
 
 
 def _topics(run_id: str, name: str) -> dict[str, str]:
@@ -122,27 +95,6 @@ def _producer_settings(db: Path, run_id: str, name: str, *, once: bool):
     )
 
 
-def _connection():
-    from sensorstream.settings import ConnectionSettings, load_settings
-
-    return load_settings(ConnectionSettings)
-
-
-def _emit(result: dict[str, Any]) -> None:
-    print(RESULT_MARK + json.dumps(result), flush=True)
-
-
-def _parse_worker_output(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK) :])
-    raise RuntimeError(f"worker printed no result; its stdout was:\n{stdout[-2000:]}")
-
-
-def _worker_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.producer", "--worker", *args]
-
-
 # -- workers (run in a fresh subprocess) ----------------------------------------------------
 
 
@@ -151,25 +103,25 @@ def _worker_end_to_end(db: Path, run_id: str, profile_out: Path | None) -> None:
     from sensorstream.logs import configure
 
     configure("WARNING")
-    tailer = EdgeTailer(_producer_settings(db, run_id, "e2e", once=True), _connection())
+    tailer = EdgeTailer(_producer_settings(db, run_id, "e2e", once=True), harness.connection())
     marks: dict[str, float] = {}
     profiler = cProfile.Profile() if profile_out else None
     if profiler:
         profiler.enable()
     tailer.start()  # connecting and registering the schema: left out of the timing
     # the loop alone (and closing the producer, nothing left in flight)
-    marks["rss_before_tail_mb"] = _maxrss_mb()
-    marks["cpu_start"] = _cpu_seconds()
+    marks["rss_before_tail_mb"] = harness.peak_rss_mb()
+    marks["cpu_start"] = harness.cpu_seconds()
     marks["start"] = time.perf_counter()
     result = tailer.run()
     marks["end"] = time.perf_counter()
-    marks["cpu_end"] = _cpu_seconds()
+    marks["cpu_end"] = harness.cpu_seconds()
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile_out)
     tail_seconds = marks["end"] - marks["start"]
     cpu = marks["cpu_end"] - marks["cpu_start"]
-    _emit(
+    harness.emit(
         {
             "rows": result.rows,
             "dead_letters": result.dead_letters,
@@ -183,8 +135,8 @@ def _worker_end_to_end(db: Path, run_id: str, profile_out: Path | None) -> None:
             "cpu_cores_busy_tail": cpu / tail_seconds if tail_seconds else 0.0,
             "cpu_us_per_row": 1e6 * cpu / result.rows if result.rows else 0.0,
             "rss_before_tail_mb": marks["rss_before_tail_mb"],
-            "peak_rss_mb": _maxrss_mb(),
-            "ru_maxrss_mb": _ru_maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
+            "ru_maxrss_mb": harness.ru_maxrss_mb(),
         }
     )
 
@@ -198,14 +150,14 @@ def _worker_tail(db: Path, run_id: str) -> None:
     stop = threading.Event()
     with stop_on_signals(stop):
         result = EdgeTailer(
-            _producer_settings(db, run_id, "latency", once=False), _connection(), stop
+            _producer_settings(db, run_id, "latency", once=False), harness.connection(), stop
         ).run()
-    _emit(
+    harness.emit(
         {
             "rows": result.rows,
             "dead_letters": result.dead_letters,
             "transactions": result.transactions,
-            "peak_rss_mb": _maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
         }
     )
 
@@ -214,7 +166,7 @@ def _worker_imports() -> None:
     """RSS of the interpreter with the producer's imports and nothing else: the fixed part."""
     import producers.tailer  # noqa: F401
 
-    _emit({"peak_rss_mb": _maxrss_mb()})
+    harness.emit({"peak_rss_mb": harness.peak_rss_mb()})
 
 
 # -- the test database ----------------------------------------------------------------------
@@ -260,15 +212,6 @@ def ensure_database(rows: int) -> tuple[Path, dict[str, Any]]:
 # -- baseline: each step alone ---------------------------------------------------------------
 
 
-def _rate(rows: int, seconds: float) -> dict[str, float]:
-    return {
-        "rows": rows,
-        "seconds": seconds,
-        "rows_per_s": rows / seconds if seconds > 0 else 0.0,
-        "us_per_row": 1e6 * seconds / rows if rows else 0.0,
-    }
-
-
 def measure_read(db: Path, chunk_rows: int, stride: int | None) -> tuple[dict, list[tuple]]:
     """All rows, read like the tailer reads them; every `stride`-th row is kept as the sample."""
     from producers.source import SQLiteSource
@@ -289,7 +232,7 @@ def measure_read(db: Path, chunk_rows: int, stride: int | None) -> tuple[dict, l
         seconds = time.perf_counter() - started
     finally:
         source.close()
-    return _rate(count, seconds), sample
+    return harness.rate(count, seconds), sample
 
 
 def _converter_and_schema(db: Path, settings):
@@ -317,7 +260,7 @@ PASSES = 3  # convert and encode are short CPU loops: the fastest of a few passe
 
 
 def _best_of(passes: list[float], rows: int) -> dict[str, Any]:
-    return {**_rate(rows, min(passes)), "passes_seconds": passes}
+    return {**harness.rate(rows, min(passes)), "passes_seconds": passes}
 
 
 def measure_convert(converter, sample: list[tuple]) -> tuple[dict, list[dict]]:
@@ -364,33 +307,21 @@ def measure_produce(
     from sensorstream.topics import TopicSpec, ensure_topics
 
     settings = _producer_settings(db, run_id, name, once=True)
-    tailer = EdgeTailer(settings, _connection())
+    tailer = EdgeTailer(settings, harness.connection())
     ensure_topics(tailer.kafka_config, [TopicSpec(settings.topic, settings.partitions)])
     config = tailer.producer_config(settings.node_id)
     producer = Producer({**config, "transactional.id": f"{config['transactional.id']}.{table}"})
     producer.init_transactions(TRANSACTION_TIMEOUT_S)
-    topic, chunk, count = settings.topic, settings.chunk_rows, len(messages)
-    produce, poll = producer.produce, producer.poll
-    transactions = 0
-    started = time.perf_counter()
-    sent = 0
-    while sent < total:
-        end = min(sent + chunk, total)
-        producer.begin_transaction()
-        for i in range(sent, end):
-            key, value = messages[i % count]
-            while True:
-                try:
-                    produce(topic, value=value, key=key)
-                    break
-                except BufferError:  # as the tailer does: let deliveries drain the queue
-                    poll(0.05)
-        producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-        transactions += 1
-        sent = end
-    seconds = time.perf_counter() - started
+    seconds, transactions = harness.produce_in_transactions(
+        producer,
+        settings.topic,
+        messages,
+        total,
+        settings.chunk_rows,
+        lambda: producer.commit_transaction(TRANSACTION_TIMEOUT_S),
+    )
     producer.flush(5)
-    return {**_rate(total, seconds), "transactions": transactions, "topic": topic}
+    return {**harness.rate(total, seconds), "transactions": transactions, "topic": settings.topic}
 
 
 def limit(*rates: float) -> float:
@@ -412,7 +343,7 @@ def run_baseline_round(
     converter, schema, table = _converter_and_schema(db, settings)
     _log(f"baseline round {round_no}: convert + encode of a {len(sample)}-row sample")
     convert, records = measure_convert(converter, sample)
-    schema_id = SchemaRegistry(_connection().schema_registry_config()).register_value_schema(
+    schema_id = SchemaRegistry(harness.connection().schema_registry_config()).register_value_schema(
         settings.topic, schema
     )
     encode, messages = measure_encode(AvroEncoder(schema, schema_id), records)
@@ -570,7 +501,7 @@ def _decode_all(received: list[tuple[float, bytes]]) -> list[tuple[float, int, f
 
     from schemas.registry import SchemaRegistry, read_wire_header
 
-    client = SchemaRegistry(_connection().schema_registry_config()).client
+    client = SchemaRegistry(harness.connection().schema_registry_config()).client
     parsed: dict[int, Any] = {}
     out = []
     for received_at, value in received:
@@ -591,7 +522,7 @@ def run_latency(run_id: str, rate: float, seconds: float) -> dict:
     db = workdir / "readings.db"
     names = _topics(run_id, "latency")
     partitions = ProducerSettings.model_fields["partitions"].default
-    kafka_config = _connection().kafka_client_config()
+    kafka_config = harness.connection().kafka_client_config()
     # Created here, as the tailer would, so the consumer can be assigned before rows flow.
     ensure_topics(
         kafka_config,
@@ -609,7 +540,9 @@ def run_latency(run_id: str, rate: float, seconds: float) -> dict:
         receiver = _Receiver(kafka_config, names["topic"], f"bench-{run_id}-latency")
         receiver.start()
         process = subprocess.Popen(
-            _worker_command("tail", "--db", str(db), "--run-id", run_id),
+            harness.worker_command(
+                "benchmarks.producer", "tail", "--db", str(db), "--run-id", run_id
+            ),
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
@@ -647,7 +580,7 @@ def run_latency(run_id: str, rate: float, seconds: float) -> dict:
             receiver.join(10)
         writer.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    tailer = _parse_worker_output(stdout)
+    tailer = harness.parse_worker_output(stdout)
     decoded = _decode_all(receiver.received)
     measured = [d for d in decoded if d[1] > warm_last]
     seen = {d[1] for d in measured}
@@ -677,97 +610,13 @@ def run_latency(run_id: str, rate: float, seconds: float) -> dict:
 # -- orchestration --------------------------------------------------------------------------
 
 
-def _run_worker(*args: str, timeout: float) -> dict[str, Any]:
-    completed = subprocess.run(
-        _worker_command(*args), cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=timeout
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker {args[0]} failed with exit code {completed.returncode}")
-    return _parse_worker_output(completed.stdout)
-
-
-def machine_info() -> dict[str, Any]:
-    import confluent_kafka
-
-    versions = {}
-    for name in ("confluent-kafka", "fastavro", "pydantic", "quixstreams"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    versions["librdkafka"] = confluent_kafka.libversion()[0]
-    versions["sqlite"] = sqlite3.sqlite_version
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    cpu_model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_at_start": os.getloadavg(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "versions": versions,
-        "git_commit": commit,
-        "git_uncommitted_changes": dirty,
-    }
-
-
-def _delete_topics(topics: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    from schemas.registry import SchemaRegistry
-
-    if not topics:
-        return
-    admin = AdminClient(_connection().kafka_client_config())
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        with contextlib.suppress(Exception):
-            future.result(30)
-    client = SchemaRegistry(_connection().schema_registry_config()).client
-    for topic in topics:
-        with contextlib.suppress(Exception):
-            client.delete_subject(f"{topic}-value")
-
-
 def _best(rounds: list[dict], step: str) -> dict:
     return max((r[step] for r in rounds), key=lambda m: m["rows_per_s"])
 
 
-def _met(value: float | None, target: float, at_least: bool) -> bool | None:
-    if value is None:
-        return None
-    return value >= target if at_least else value <= target
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
-    info = machine_info()
+    info = harness.machine_info()
     db, data = ensure_database(args.rows)
     created: list[str] = []
     results: dict[str, Any] = {
@@ -787,12 +636,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     started = time.perf_counter()
     try:
-        imports = _run_worker("imports", timeout=120)
+        imports = harness.run_worker("benchmarks.producer", "imports", timeout=120)
         round1, sample = run_baseline_round(db, run_id, 1, args.rows, None, args.sample)
         created.append(round1["produce"]["topic"])
         _log(f"end to end: EdgeTailer(once=True) over {args.rows} rows in a subprocess")
-        e2e = _run_worker(
-            "e2e", "--db", str(db), "--run-id", run_id, timeout=args.rows / 1000 + 300
+        e2e = harness.run_worker(
+            "benchmarks.producer",
+            "e2e",
+            "--db",
+            str(db),
+            "--run-id",
+            run_id,
+            timeout=args.rows / 1000 + 300,
         )
         created += list(_topics(run_id, "e2e").values())
         if e2e["rows"] != args.rows:
@@ -810,7 +665,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 latency = {"error": repr(exc)}
     finally:
         if not args.keep_topics:
-            _delete_topics(created)
+            harness.delete_topics(created)
     rounds = [round1, round2]
     best = {step: _best(rounds, step) for step in ("read", "convert", "encode", "produce")}
     serial = limit(
@@ -842,28 +697,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ratio_vs_limit": {
                     "target": f">= {TARGETS['ratio_vs_limit']}",
                     "value": ratio,
-                    "met": _met(ratio, TARGETS["ratio_vs_limit"], True),
+                    "met": harness.met(ratio, TARGETS["ratio_vs_limit"], True),
                 },
                 "rows_per_s": {
                     "target": f">= {TARGETS['rows_per_s']}",
                     "value": e2e["rows_per_s"],
-                    "met": _met(e2e["rows_per_s"], TARGETS["rows_per_s"], True),
+                    "met": harness.met(e2e["rows_per_s"], TARGETS["rows_per_s"], True),
                 },
                 "peak_rss_mb": {
                     "target": f"<= {TARGETS['peak_rss_mb']}",
                     "value": e2e["peak_rss_mb"],
-                    "met": _met(e2e["peak_rss_mb"], TARGETS["peak_rss_mb"], False),
+                    "met": harness.met(e2e["peak_rss_mb"], TARGETS["peak_rss_mb"], False),
                 },
                 "latency_p99_ms": {
                     "target": f"<= {TARGETS['latency_p99_ms']}",
                     "value": p99,
-                    "met": _met(p99, TARGETS["latency_p99_ms"], False),
+                    "met": harness.met(p99, TARGETS["latency_p99_ms"], False),
                     "measured_from": "timestamp stamped right before the writer's COMMIT",
                 },
                 "latency_p99_ms_from_commit_return": {
                     "target": f"<= {TARGETS['latency_p99_ms']}",
                     "value": p99_commit,
-                    "met": _met(p99_commit, TARGETS["latency_p99_ms"], False),
+                    "met": harness.met(p99_commit, TARGETS["latency_p99_ms"], False),
                     "measured_from": "the moment the writer's COMMIT returned (row visible)",
                 },
             },
@@ -932,7 +787,8 @@ def profile(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     _log(f"profiling EdgeTailer(once=True) over {args.rows} rows under cProfile")
     try:
-        e2e = _run_worker(
+        e2e = harness.run_worker(
+            "benchmarks.producer",
             "e2e",
             "--db",
             str(db),
@@ -944,7 +800,7 @@ def profile(args: argparse.Namespace) -> None:
         )
     finally:
         if not args.keep_topics:
-            _delete_topics(list(_topics(run_id, "e2e").values()))
+            harness.delete_topics(list(_topics(run_id, "e2e").values()))
     text = io.StringIO()
     stats = pstats.Stats(str(out), stream=text)
     stats.strip_dirs().sort_stats("tottime").print_stats(30)
@@ -992,11 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < 1:
         parser.error("--rows must be positive")
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"results: {args.out}")
-    return 0
+    return harness.finish(args.out, results, table(results))
 
 
 if __name__ == "__main__":

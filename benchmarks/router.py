@@ -55,27 +55,15 @@ import json
 import pstats
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.producer import (
-    _connection,
-    _cpu_seconds,
-    _delete_topics,
-    _emit,
-    _maxrss_mb,
-    _met,
-    _parse_worker_output,
-    _ru_maxrss_mb,
-    ensure_database,
-    machine_info,
-)
+from benchmarks import harness
+from benchmarks.producer import ensure_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -94,12 +82,7 @@ TARGETS = {
 }
 
 
-def _log(text: str) -> None:
-    print(f"[router-bench] {text}", file=sys.stderr, flush=True)
-
-
-def _new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+_log = harness.logger("router-bench")
 
 
 def _input_topic(run_id: str) -> str:
@@ -158,7 +141,7 @@ class _Probe:
             out = route(value, source)
             ended = clock()
             if self.first is None:
-                self.first, self.cpu_first = started, _cpu_seconds()
+                self.first, self.cpu_first = started, harness.cpu_seconds()
             self.last = ended
             self.records += 1
             self.outputs += len(out)
@@ -172,7 +155,7 @@ class _Probe:
         self.commit_seconds = self.commit_end - started
         self.commits += 1
         self.commit_records = self.records
-        self.cpu_commit = _cpu_seconds()
+        self.cpu_commit = harness.cpu_seconds()
 
     def result(self) -> dict[str, Any]:
         if self.first is None:
@@ -236,11 +219,11 @@ def _worker_router(spec: dict[str, Any], profile_out: Path | None) -> None:
         commit_interval_s=spec["commit_interval_s"],
         once=True,
     )
-    router_app = RouterApp(settings, _connection(), CommitTiming(), TimedRouter)
+    router_app = RouterApp(settings, harness.connection(), CommitTiming(), TimedRouter)
     started = time.perf_counter()
     router_app.build()
     build_seconds = time.perf_counter() - started
-    rss_before = _maxrss_mb()
+    rss_before = harness.peak_rss_mb()
     profiler = cProfile.Profile() if profile_out else None
     if profiler:
         profiler.enable()
@@ -248,7 +231,7 @@ def _worker_router(spec: dict[str, Any], profile_out: Path | None) -> None:
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile_out)
-    _emit(
+    harness.emit(
         {
             **probe.result(),
             "routed": result.routed,
@@ -256,8 +239,8 @@ def _worker_router(spec: dict[str, Any], profile_out: Path | None) -> None:
             "build_seconds": build_seconds,
             "run_seconds": result.seconds,
             "rss_after_build_mb": rss_before,
-            "peak_rss_mb": _maxrss_mb(),
-            "ru_maxrss_mb": _ru_maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
+            "ru_maxrss_mb": harness.ru_maxrss_mb(),
         }
     )
 
@@ -276,7 +259,7 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
 
     configure("WARNING")
     started = time.perf_counter()
-    connection = _connection()
+    connection = harness.connection()
     kafka_config = connection.kafka_client_config()
     registry = SchemaRegistry(connection.schema_registry_config())
     path = Path(spec["routes"])
@@ -347,7 +330,7 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
     produce, poll_producer, poll = producer.produce, producer.poll, consumer.poll
     clock, interval = time.monotonic, spec["commit_interval_s"]
     expected, idle_timeout = spec["expected"], spec["idle_timeout_s"]
-    rss_before = _maxrss_mb()
+    rss_before = harness.peak_rss_mb()
     run_started = clock()
     checkpoint_started = clock()
     last_message = clock()
@@ -383,7 +366,7 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
     if exactly_once:
         producer.abort_transaction(10)  # the empty one begun after the last commit
     consumer.close()
-    _emit(
+    harness.emit(
         {
             **probe.result(),
             "routed": router.routed,
@@ -391,8 +374,8 @@ def _worker_baseline(spec: dict[str, Any]) -> None:
             "build_seconds": build_seconds,
             "run_seconds": run_seconds,
             "rss_after_build_mb": rss_before,
-            "peak_rss_mb": _maxrss_mb(),
-            "ru_maxrss_mb": _ru_maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
+            "ru_maxrss_mb": harness.ru_maxrss_mb(),
         }
     )
 
@@ -445,7 +428,7 @@ def produce_input(db: Path, run_id: str, directory: Path) -> dict[str, Any]:
             checkpoint_topic=f"bench.{run_id}.node{i}.checkpoints",
         )
         _log(f"input: tailing node {i} ({region}) into {settings.topic}")
-        result = EdgeTailer(settings, _connection()).run()
+        result = EdgeTailer(settings, harness.connection()).run()
         nodes.append(
             {
                 "region": region,
@@ -480,7 +463,7 @@ def _fetch_input(topic: str, count: int) -> list[tuple[bytes, bytes, tuple[str, 
 
     consumer = Consumer(
         {
-            **_connection().kafka_client_config(),
+            **harness.connection().kafka_client_config(),
             "group.id": f"unused-{uuid.uuid4().hex[:8]}",  # assign() only, never commits
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
@@ -512,7 +495,7 @@ def measure_components(run_id: str, routes: Path, sample: int) -> dict[str, Any]
     from stream_apps.versions import known_fields
 
     messages = _fetch_input(_input_topic(run_id), sample)
-    registry = SchemaRegistry(_connection().schema_registry_config())
+    registry = SchemaRegistry(harness.connection().schema_registry_config())
     routing = parse_routing(
         routes.read_text(encoding="utf-8"), str(routes), known_fields(registry, READINGS)
     )
@@ -567,14 +550,9 @@ def measure_components(run_id: str, routes: Path, sample: int) -> dict[str, Any]
 
 
 def _run_worker(kind: str, spec: dict[str, Any], timeout: float, *extra: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.router", "--worker", kind]
-    command += ["--spec", json.dumps(spec), *extra]
-    completed = subprocess.run(
-        command, cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=timeout
+    return harness.run_worker(
+        "benchmarks.router", kind, "--spec", json.dumps(spec), *extra, timeout=timeout
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker {kind} failed with exit code {completed.returncode}")
-    return _parse_worker_output(completed.stdout)
 
 
 def _spec(run_id: str, variant: str, guarantee: str, expected: int, routes: Path, args) -> dict:
@@ -596,12 +574,12 @@ def _cleanup(run_id: str, groups: list[str]) -> None:
     from schemas.registry import SchemaRegistry
 
     prefix = f"bench.{run_id}."
-    admin = AdminClient(_connection().kafka_client_config())
+    admin = AdminClient(harness.connection().kafka_client_config())
     with contextlib.suppress(Exception):
         topics = admin.list_topics(timeout=30).topics
-        _delete_topics(sorted(t for t in topics if t.startswith(prefix)))  # + their subjects
+        harness.delete_topics(sorted(t for t in topics if t.startswith(prefix)))  # + their subjects
     with contextlib.suppress(Exception):  # subjects of topics never created (components)
-        client = SchemaRegistry(_connection().schema_registry_config()).client
+        client = SchemaRegistry(harness.connection().schema_registry_config()).client
         for subject in client.get_subjects():
             if subject.startswith(prefix):
                 with contextlib.suppress(Exception):
@@ -613,8 +591,8 @@ def _cleanup(run_id: str, groups: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = _new_run_id()
-    info = machine_info()
+    run_id = harness.new_run_id()
+    info = harness.machine_info()
     db, data = ensure_database(args.records)
     workdir = Path(tempfile.mkdtemp(prefix="sensorstream-router-bench-"))
     groups: list[str] = []
@@ -664,12 +642,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         targets[f"ratio_vs_baseline_{g}"] = {
             "target": f">= {TARGETS['ratio_vs_baseline']}",
             "value": ratios[g],
-            "met": _met(ratios[g], TARGETS["ratio_vs_baseline"], True),
+            "met": harness.met(ratios[g], TARGETS["ratio_vs_baseline"], True),
         }
         targets[f"records_per_s_{g}"] = {
             "target": f">= {TARGETS['records_per_s']}",
             "value": rate,
-            "met": _met(rate, TARGETS["records_per_s"], True),
+            "met": harness.met(rate, TARGETS["records_per_s"], True),
         }
     return {
         "benchmark": "router",
@@ -866,7 +844,7 @@ def summarize_profile(path: Path, records: int) -> tuple[dict[str, Any], str]:
 
 
 def profile(args: argparse.Namespace) -> None:
-    run_id = _new_run_id()
+    run_id = harness.new_run_id()
     db, _ = ensure_database(args.records)
     out = args.out.with_name(args.out.stem + "-profile.pstats")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -940,11 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records < len(REGIONS) or args.rounds < 1:
         parser.error("--records must be at least 3 and --rounds at least 1")
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"results: {args.out}")
-    return 0
+    return harness.finish(args.out, results, table(results))
 
 
 if __name__ == "__main__":

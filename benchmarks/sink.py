@@ -62,28 +62,14 @@ import json
 import os
 import pickle
 import pstats
-import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from benchmarks.machine_cpu import CpuSnapshot, stack_server_pids
-from benchmarks.producer import (
-    _connection,
-    _cpu_seconds,
-    _delete_topics,
-    _emit,
-    _maxrss_mb,
-    _met,
-    _parse_worker_output,
-    _rate,
-    _ru_maxrss_mb,
-    machine_info,
-)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -110,12 +96,7 @@ TARGETS = {
 }
 
 
-def _log(text: str) -> None:
-    print(f"[sink-bench] {text}", file=sys.stderr, flush=True)
-
-
-def _new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+_log = harness.logger("sink-bench")
 
 
 # -- connection: the running local stack, unless the environment says otherwise ---------------
@@ -172,7 +153,7 @@ def _names(run_id: str, variant: str = "") -> dict[str, str]:
     return {"topic": f"{prefix}raw", "prefix": prefix, "dead_letter_topic": f"{prefix}dlq"}
 
 
-def _lake(run_id: str, variant: str) -> str:
+def lake_uri(run_id: str, variant: str) -> str:
     return f"s3://{BUCKET}/{run_id}/{variant}/lake"
 
 
@@ -299,7 +280,7 @@ def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int)
     from sensorstream.logs import kafka_logger
     from sensorstream.topics import TopicSpec, ensure_topics
 
-    kafka = _connection().kafka_client_config()
+    kafka = harness.connection().kafka_client_config()
     ensure_topics(kafka, [TopicSpec(topic, PARTITIONS)])
     producer = Producer(
         {
@@ -316,24 +297,17 @@ def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]], total: int)
         }
     )
     _retrying(lambda: producer.init_transactions(60), "initialising the backlog producer")
-    produce, poll, count = producer.produce, producer.poll, len(messages)
-    started = time.perf_counter()
-    sent = 0
-    while sent < total:
-        end = min(sent + CHUNK, total)
-        producer.begin_transaction()
-        for i in range(sent, end):
-            key, value = messages[i % count]
-            while True:
-                try:
-                    produce(topic, value=value, key=key)
-                    break
-                except BufferError:
-                    poll(0.05)
-        _retrying(lambda: producer.commit_transaction(60), "committing a backlog transaction")
-        sent = end
-    seconds = time.perf_counter() - started
-    return {**_rate(total, seconds), "topic": topic, "partitions": PARTITIONS}
+    seconds, _ = harness.produce_in_transactions(
+        producer,
+        topic,
+        messages,
+        total,
+        CHUNK,
+        lambda: _retrying(
+            lambda: producer.commit_transaction(60), "committing a backlog transaction"
+        ),
+    )
+    return {**harness.rate(total, seconds), "topic": topic, "partitions": PARTITIONS}
 
 
 def build_backlog(run_id: str, records: int) -> tuple[dict, int, list[tuple[bytes, bytes]]]:
@@ -341,7 +315,7 @@ def build_backlog(run_id: str, records: int) -> tuple[dict, int, list[tuple[byte
     routed topic `bench.<run>.raw`. Returns the backlog's description (topic, produce rate),
     the writer schema's registry id and the messages (to produce again elsewhere)."""
     topic = _names(run_id)["topic"]
-    schema, schema_id = _register(topic)
+    schema, schema_id = register_schema(topic)
     _log(f"input: {records:,} readings (schema id {schema_id})")
     t = time.perf_counter()
     messages = generate_messages(records, schema, schema_id)
@@ -398,15 +372,6 @@ class _GcTimer:
         gc.callbacks.remove(self._callback)
 
 
-def _vm_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process from /proc/self/status, in MB."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
     """DeltaSink(once=True).run() timed by the sink's own observer hooks (`sinks.observer`)."""
     from sensorstream.logs import configure
@@ -430,11 +395,11 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
 
         def assigned(self, partitions) -> None:
             marks.setdefault("assigned", clock())
-            marks.setdefault("cpu_assigned", _cpu_seconds())
+            marks.setdefault("cpu_assigned", harness.cpu_seconds())
             machine.setdefault("assigned", CpuSnapshot.take(pids))
 
         def batch_committing(self, route: str, records: int) -> None:
-            rss_at_commit[route] = _vm_mb("VmRSS")
+            rss_at_commit[route] = harness.vm_mb("VmRSS")
 
         def batch_committed(self, timing: BatchTiming) -> None:
             flushes.append(
@@ -448,7 +413,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                     "readings_table_s": timing.decode_s,
                     "write_s": timing.delta_write_s,
                     "rss_at_start_mb": rss_at_commit.get(timing.route, 0.0),
-                    "peak_rss_so_far_mb": _vm_mb("VmHWM"),
+                    "peak_rss_so_far_mb": harness.vm_mb("VmHWM"),
                 }
             )
             machine["last_flush"] = CpuSnapshot.take(pids)
@@ -462,7 +427,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
     sink = DeltaSink(
         SinkSettings(**spec["settings"]), _lake_connection(spec["lake"]), observer=Timing()
     )
-    rss_before = _maxrss_mb()
+    rss_before = harness.peak_rss_mb()
     if spec.get("gc_off"):  # what-if, benchmark only: no cyclic GC during the run
         import gc
 
@@ -476,7 +441,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
         if profiler:
             profiler.disable()
             profiler.dump_stats(profile_out)
-    cpu_end = _cpu_seconds()
+    cpu_end = harness.cpu_seconds()
 
     rows = sum(result.rows.values())
     spent = {
@@ -496,7 +461,7 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
     flush_s = sum(f["end"] - f["start"] for f in flushes)
     cpu = cpu_end - marks["cpu_assigned"]
     whole = result.seconds - idle
-    _emit(
+    harness.emit(
         {
             "rows": rows,
             "rows_by_table": result.rows,
@@ -554,8 +519,8 @@ def _worker_sink(spec: dict[str, Any], profile_out: Path | None) -> None:
                 machine["assigned"], rows, seconds
             ),
             "rss_before_run_mb": rss_before,
-            "peak_rss_mb": _maxrss_mb(),
-            "ru_maxrss_mb": _ru_maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
+            "ru_maxrss_mb": harness.ru_maxrss_mb(),
         }
     )
 
@@ -609,11 +574,11 @@ def _worker_consume(spec: dict[str, Any]) -> None:
     pids = spec.get("server_pids", {})
     consumer = _assigned_consumer(sink, topic)
     machine = CpuSnapshot.take(pids)
-    cpu_started = _cpu_seconds()
+    cpu_started = harness.cpu_seconds()
     try:
         alone = _consume_all(consumer, expected, touch)
     finally:
-        cpu_alone = _cpu_seconds() - cpu_started
+        cpu_alone = harness.cpu_seconds() - cpu_started
         machine_alone = CpuSnapshot.take(pids).since(machine, expected, alone)
         consumer.close()
     limit = sink.settings.defaults.max_rows
@@ -633,27 +598,27 @@ def _worker_consume(spec: dict[str, Any]) -> None:
                 batch.take()
 
     consumer = _assigned_consumer(sink, topic)
-    cpu_started = _cpu_seconds()
+    cpu_started = harness.cpu_seconds()
     with _GcTimer() as gc_timer:
         try:
             buffered = _consume_all(consumer, expected, buffer)
         finally:
-            cpu_buffered = _cpu_seconds() - cpu_started
+            cpu_buffered = harness.cpu_seconds() - cpu_started
             consumer.close()
-    _emit(
+    harness.emit(
         {
             "consume": {
-                **_rate(expected, alone),
+                **harness.rate(expected, alone),
                 **_cpu(expected, cpu_alone),
                 **machine_alone,
                 "mean_value_bytes": size[0] / expected,
             },
             "consume_and_buffer": {
-                **_rate(expected, buffered),
+                **harness.rate(expected, buffered),
                 **_cpu(expected, cpu_buffered),
                 "gc_seconds": gc_timer.seconds,
             },
-            "peak_rss_mb": _maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
         }
     )
 
@@ -712,16 +677,16 @@ def _worker_floor(spec: dict[str, Any]) -> None:
         seconds = cpu = 0.0
         for lo, hi in ranges:
             bodies = values[lo:hi]  # whole values, as the sink decodes them
-            started, cpu_started = time.perf_counter(), _cpu_seconds()
+            started, cpu_started = time.perf_counter(), harness.cpu_seconds()
             decode_bodies(schema, bodies, prefix=header)
             seconds += time.perf_counter() - started
-            cpu += _cpu_seconds() - cpu_started
+            cpu += harness.cpu_seconds() - cpu_started
             del bodies
         passes.append(seconds)
         cpu_passes.append(cpu)
     best = passes.index(min(passes))
     decode = {
-        **_rate(expected, passes[best]),
+        **harness.rate(expected, passes[best]),
         **_cpu(expected, cpu_passes[best]),
         "passes_seconds": passes,
         "groups": len(ranges),
@@ -742,18 +707,18 @@ def _worker_floor(spec: dict[str, Any]) -> None:
                 timestamps=stamps[lo:hi],
                 headers=[None] * (hi - lo),
             )
-            started, cpu_started = time.perf_counter(), _cpu_seconds()
+            started, cpu_started = time.perf_counter(), harness.cpu_seconds()
             gc_timer.reset()
             table, dead = readings_table(target, group, sink.decoder, now)
             seconds += time.perf_counter() - started
-            cpu += _cpu_seconds() - cpu_started
+            cpu += harness.cpu_seconds() - cpu_started
             gc_timer.pause()
             if dead:
                 raise RuntimeError(f"{len(dead)} dead rows while building the floor's table")
             tables.append(table)
             del group
     build = {
-        **_rate(expected, seconds),
+        **harness.rate(expected, seconds),
         **_cpu(expected, cpu),
         "gc_seconds": gc_timer.seconds,
         "groups": len(ranges),
@@ -765,21 +730,21 @@ def _worker_floor(spec: dict[str, Any]) -> None:
 
     options = sink.storage_options
     uri = f"{lake.rstrip('/')}/floor"
-    rss_before_write = _maxrss_mb()
+    rss_before_write = harness.peak_rss_mb()
     pids = spec.get("server_pids", {})
     machine = CpuSnapshot.take(pids)
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    started, cpu_started = time.perf_counter(), harness.cpu_seconds()
     write_deltalake(uri, table, mode="append", partition_by=["event_date"], storage_options=options)
     seconds = time.perf_counter() - started
-    cpu = _cpu_seconds() - cpu_started
+    cpu = harness.cpu_seconds() - cpu_started
     machine_use = CpuSnapshot.take(pids).since(machine, table.num_rows, seconds)
     written = DeltaTable(uri, storage_options=options)
-    _emit(
+    harness.emit(
         {
             "decode": decode,
             "readings_table": build,
             "floor": {
-                **_rate(table.num_rows, seconds),
+                **harness.rate(table.num_rows, seconds),
                 **_cpu(table.num_rows, cpu),
                 "uri": uri,
                 "columns": table.num_columns,
@@ -789,7 +754,7 @@ def _worker_floor(spec: dict[str, Any]) -> None:
                 **machine_use,
             },
             "rss_before_write_mb": rss_before_write,
-            "peak_rss_mb": _maxrss_mb(),
+            "peak_rss_mb": harness.peak_rss_mb(),
         }
     )
 
@@ -798,7 +763,7 @@ def _worker_imports() -> None:
     """RSS of the interpreter with the sink's imports and nothing else: the fixed part."""
     import sinks.app  # noqa: F401
 
-    _emit({"peak_rss_mb": _maxrss_mb()})
+    harness.emit({"peak_rss_mb": harness.peak_rss_mb()})
 
 
 # -- checking a table ------------------------------------------------------------------------
@@ -835,17 +800,12 @@ def check_table(uri: str, expected: int) -> dict[str, Any]:
 
 
 def _run_worker(kind: str, spec: dict[str, Any], timeout: float, *extra: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.sink", "--worker", kind]
-    command += ["--spec", json.dumps(spec), *extra]
-    completed = subprocess.run(
-        command, cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=timeout
+    return harness.run_worker(
+        "benchmarks.sink", kind, "--spec", json.dumps(spec), *extra, timeout=timeout
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker {kind} failed with exit code {completed.returncode}")
-    return _parse_worker_output(completed.stdout)
 
 
-def _cleanup(run_id: str, groups: list[str], keep: bool) -> None:
+def cleanup(run_id: str, groups: list[str], keep: bool) -> None:
     from confluent_kafka.admin import AdminClient
 
     if keep:
@@ -853,10 +813,10 @@ def _cleanup(run_id: str, groups: list[str], keep: bool) -> None:
         return
     _log("cleanup: this run's topics, registry subjects, consumer groups and S3 objects")
     prefix = f"bench.{run_id}."
-    admin = AdminClient(_connection().kafka_client_config())
+    admin = AdminClient(harness.connection().kafka_client_config())
     with contextlib.suppress(Exception):
         topics = admin.list_topics(timeout=30).topics
-        _delete_topics(sorted(t for t in topics if t.startswith(prefix)))  # + their subjects
+        harness.delete_topics(sorted(t for t in topics if t.startswith(prefix)))  # + their subjects
     if groups:
         for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
             with contextlib.suppress(Exception):
@@ -867,12 +827,12 @@ def _cleanup(run_id: str, groups: list[str], keep: bool) -> None:
         _log(f"cleanup: deleting s3://{BUCKET}/{run_id}/ failed: {exc!r}")
 
 
-def _register(topic: str) -> tuple[dict, int]:
+def register_schema(topic: str) -> tuple[dict, int]:
     from schemas.registry import SchemaRegistry
     from schemas.value_schema import curated_schema
 
     schema = curated_schema()
-    registry = SchemaRegistry(_connection().schema_registry_config())
+    registry = SchemaRegistry(harness.connection().schema_registry_config())
     return schema, registry.register_value_schema(topic, schema)
 
 
@@ -883,7 +843,7 @@ def _timeout(records: int) -> float:
 def _sink_run(
     run_id: str, variant: str, expected: int, settings: dict, *extra: str, gc_off: bool = False
 ) -> dict:
-    lake = _lake(run_id, variant)
+    lake = lake_uri(run_id, variant)
     _log(f"sink [{variant}]: {expected:,} records, settings {_effective(settings)}")
     spec = {"settings": settings, "lake": lake, "gc_off": gc_off}
     spec["server_pids"] = stack_server_pids()
@@ -905,7 +865,7 @@ def _floor_run(run_id: str, round_no: int, records: int, batch_rows: int) -> dic
     names = _names(run_id)
     spec = {
         "settings": sink_settings(run_id, variant, ""),
-        "lake": _lake(run_id, variant),
+        "lake": lake_uri(run_id, variant),
         "topic": names["topic"],
         "records": records,
         "batch_rows": batch_rows,
@@ -939,10 +899,8 @@ def _tuned(run_id: str, args: argparse.Namespace, variant: str = "tuned") -> dic
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = _new_run_id()
-    info = machine_info()
-    for name in ("deltalake", "polars", "pyarrow"):
-        info["versions"][name] = metadata.version(name)
+    run_id = harness.new_run_id()
+    info = harness.machine_info("deltalake", "polars", "pyarrow")
     endpoints = use_stack_environment()
     ensure_bucket()
     results: dict[str, Any] = {
@@ -974,7 +932,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         memory_backlog = None
         if args.memory_records:
             mem_topic = _names(run_id, "mem")["topic"]
-            if _register(mem_topic)[1] != schema_id:
+            if register_schema(mem_topic)[1] != schema_id:
                 raise RuntimeError("the registry gave another id for the same schema")
             _log(f"producing the memory backlog: {args.memory_records:,} records")
             memory_backlog = produce_backlog(mem_topic, messages, args.memory_records)
@@ -990,7 +948,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "consume",
             {
                 "settings": _tuned(run_id, args, "consume"),
-                "lake": _lake(run_id, "consume"),
+                "lake": lake_uri(run_id, "consume"),
                 "topic": backlog["topic"],
                 "records": args.records,
                 "server_pids": stack_server_pids(),
@@ -1029,7 +987,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     run_id, variant, args.memory_records, settings
                 )
     finally:
-        _cleanup(run_id, groups, args.keep)
+        cleanup(run_id, groups, args.keep)
 
     floors = [floor1, floor2]
 
@@ -1080,12 +1038,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ratio_vs_floor": {
                     "target": f">= {TARGETS['ratio_vs_floor']}",
                     "value": ratio,
-                    "met": _met(ratio, TARGETS["ratio_vs_floor"], True),
+                    "met": harness.met(ratio, TARGETS["ratio_vs_floor"], True),
                 },
                 "rows_per_s": {
                     "target": f">= {TARGETS['rows_per_s']}",
                     "value": tuned["rows_per_s"],
-                    "met": _met(tuned["rows_per_s"], TARGETS["rows_per_s"], True),
+                    "met": harness.met(tuned["rows_per_s"], TARGETS["rows_per_s"], True),
                 },
             },
             "wall_seconds": time.perf_counter() - started,
@@ -1296,7 +1254,7 @@ def summarize_profile(path: Path, rows: int) -> str:
 
 
 def profile(args: argparse.Namespace) -> None:
-    run_id = _new_run_id()
+    run_id = harness.new_run_id()
     use_stack_environment()
     ensure_bucket()
     out = args.out.with_name(args.out.stem + "-profile.pstats")
@@ -1306,13 +1264,13 @@ def profile(args: argparse.Namespace) -> None:
     settings["background_flush"] = False
     try:
         topic = _names(run_id)["topic"]
-        schema, schema_id = _register(topic)
+        schema, schema_id = register_schema(topic)
         _log(f"generating and producing {args.records:,} readings")
         produce_backlog(topic, generate_messages(args.records, schema, schema_id), args.records)
         _log(f"profiling the sink over {args.records:,} records under cProfile")
         result = _sink_run(run_id, "profile", args.records, settings, "--profile-out", str(out))
     finally:
-        _cleanup(run_id, [settings["consumer_group"]], args.keep)
+        cleanup(run_id, [settings["consumer_group"]], args.keep)
     summary = summarize_profile(out, result["rows"])
     buffer = io.StringIO()
     stats = pstats.Stats(str(out), stream=buffer)
@@ -1382,11 +1340,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records < 1 or args.max_rows < 1 or args.memory_records < 0:
         parser.error("--records and --max-rows must be positive, --memory-records >= 0")
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"results: {args.out}")
-    return 0
+    return harness.finish(args.out, results, table(results))
 
 
 if __name__ == "__main__":

@@ -42,15 +42,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.producer import machine_info
+from benchmarks import harness
 from benchmarks.sink import (
-    _cleanup,
-    _new_run_id,
-    _register,
     check_table,
+    cleanup,
     ensure_bucket,
     generate_messages,
     produce_backlog,
+    register_schema,
     use_stack_environment,
 )
 
@@ -76,8 +75,7 @@ OLD_ENVIRONMENT = {"_RJEM_MALLOC_CONF": ""}
 """An empty value keeps polars' and delta-rs's jemalloc at its own defaults, as before."""
 
 
-def _log(text: str) -> None:
-    print(f"[sink-memory] {text}", file=sys.stderr, flush=True)
+_log = harness.logger("sink-memory")
 
 
 # -- one sink process, sampled from /proc ---------------------------------------------------
@@ -235,7 +233,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("SENSORSTREAM_STACK_DIR", str(REPO / ".stack"))
     use_stack_environment()
     ensure_bucket()
-    run_id = _new_run_id()
+    run_id = harness.new_run_id()
     topic = f"bench.{run_id}.raw"
     old = {**OLD_DEFAULTS, "environment": OLD_ENVIRONMENT}
     variants: dict[str, dict] = {"new_defaults": {}, "old_defaults": old}
@@ -249,7 +247,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.topic:
         topic = args.topic  # an earlier run's backlog, kept with --keep
     else:
-        schema, schema_id = _register(topic)
+        schema, schema_id = register_schema(topic)
         messages = generate_messages(min(args.records, GENERATED), schema, schema_id)
         _log(f"producing a backlog of {args.records:,} records into {topic}")
         produced = produce_backlog(topic, messages, args.records)
@@ -267,7 +265,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                     runs[name].append(result)
                     groups.append(f"bench-{run_id}-{name}-{round_no}")
     finally:
-        _cleanup(run_id, groups, args.keep)
+        cleanup(run_id, groups, args.keep)
     load_end = os.getloadavg()
     summary = {
         name: {
@@ -290,7 +288,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "run_id": run_id,
         "records": args.records,
         "rounds": args.rounds,
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "load_average_start": load_start,
         "load_average_end": load_end,
         "produced": produced,
@@ -354,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = DEFAULT_OUT.with_name(f"sink-memory{suffix}.json")
     results = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    harness.write_results(args.out, results)
     print(table(results))
     _log(f"results in {args.out}")
     return 0

@@ -41,21 +41,19 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from benchmarks.process_tree import TreeMonitor, parse_stat, status_kb
-from benchmarks.producer import _emit, _met, _parse_worker_output, machine_info
 from benchmarks.sink import (
     BUCKET,
     REPO,
-    _cleanup,
-    _lake,
-    _new_run_id,
     build_backlog,
     check_table,
+    cleanup,
     ensure_bucket,
+    lake_uri,
     sink_settings,
     use_stack_environment,
 )
@@ -66,8 +64,7 @@ ROUTE = "raw"
 TARGET_CPU_RATIO = 0.25  # sink CPU per row / Spark CPU per row, at most
 
 
-def _log(text: str) -> None:
-    print(f"[spark-peer] {text}", file=sys.stderr, flush=True)
+_log = harness.logger("spark-peer")
 
 
 def _worker_command(kind: str) -> list[str]:
@@ -137,7 +134,7 @@ def _worker_resolve(spec: dict[str, Any]) -> None:
     session = _session(spec)
     version, jars = session.version, jar_files(session)
     session.stop()
-    _emit({"seconds": time.perf_counter() - started, "spark": version, "jars": jars})
+    harness.emit({"seconds": time.perf_counter() - started, "spark": version, "jars": jars})
 
 
 def _worker_spark(spec: dict[str, Any]) -> None:
@@ -205,7 +202,7 @@ def _worker_spark(spec: dict[str, Any]) -> None:
     session.stop()
     stopped = time.perf_counter()
     jvm_cpu, jvm_hwm = _jvm_usage(jvm_pid)
-    _emit(
+    harness.emit(
         {
             "jvm_pid": jvm_pid,
             "jvm_cpu_seconds": jvm_cpu,
@@ -309,7 +306,7 @@ def _figures(rows: int, wall: float, cpu: float) -> dict[str, float]:
 
 def run_sink(run_id: str, round_no: int, records: int, max_rows: int, logs: Path) -> dict:
     variant = f"sink-r{round_no}"
-    lake = _lake(run_id, variant)
+    lake = lake_uri(run_id, variant)
     settings = sink_settings(
         run_id, variant, "", max_rows=max_rows, max_bytes=1 << 30, max_latency_s=60.0
     )
@@ -352,11 +349,15 @@ def run_spark(run_id: str, round_no: int, records: int, spec: dict, logs: Path) 
         "table": f"s3a://{base}/{ROUTE}",
         "checkpoint": f"s3a://{base}/_checkpoints/{ROUTE}",
     }
-    command = [*_worker_command("spark"), "--spec", json.dumps(spec)]
+    command = [
+        *harness.worker_command("benchmarks.spark_peer", "spark"),
+        "--spec",
+        json.dumps(spec),
+    ]
     _log(f"round {round_no}: Spark Structured Streaming -> {spec['table']}")
     measured = _spawn_measured(command, _spark_environment(), logs / f"{variant}.log")
     usage = measured["usage"]
-    driver = _parse_worker_output(measured["stdout"])
+    driver = harness.parse_worker_output(measured["stdout"])
     jvm = usage.processes.get(driver["jvm_pid"])
     if jvm is not None:  # the driver's own last reading of its JVM, after the session stopped
         jvm.cpu_seconds = max(jvm.cpu_seconds, driver["jvm_cpu_seconds"])
@@ -398,15 +399,13 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "worst_cpu_per_row_ratio": worst,
         "all_tables_exact": exact,
         "target_cpu_per_row_ratio": TARGET_CPU_RATIO,
-        "target_met": bool(_met(medians["cpu_per_row"], TARGET_CPU_RATIO, False)) and exact,
+        "target_met": bool(harness.met(medians["cpu_per_row"], TARGET_CPU_RATIO, False)) and exact,
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = _new_run_id()
-    info = machine_info()
-    for name in ("deltalake", "pyspark", "delta-spark"):
-        info["versions"][name] = metadata.version(name)
+    run_id = harness.new_run_id()
+    info = harness.machine_info("deltalake", "pyspark", "delta-spark")
     endpoints = use_stack_environment()
     ensure_bucket()
     logs = Path(tempfile.mkdtemp(prefix=f"spark-peer-{run_id}-"))
@@ -440,7 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             text=True,
             check=True,
         )
-        results["jar_resolution"] = _parse_worker_output(resolve.stdout)
+        results["jar_resolution"] = harness.parse_worker_output(resolve.stdout)
         spec["jars"] = results["jar_resolution"]["jars"]
         rounds = []
         for round_no in range(1, args.rounds + 1):
@@ -462,14 +461,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["summary"] = summarize(rounds)
         results["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
-        _cleanup(run_id, groups, args.keep)
+        cleanup(run_id, groups, args.keep)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
 
 
 def _write(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_results(path, results)
 
 
 def _line(r: dict[str, Any]) -> str:

@@ -47,7 +47,6 @@ row by row with what the routing engine makes of the SQLite sources (`lake_expec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -55,6 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import harness
 from benchmarks.e2e_sampling import ProcessDied, Sample, Sampler, drive
 from benchmarks.e2e_stack import REGIONS, E2EPipeline, max_latency_s
 
@@ -307,11 +307,10 @@ def run_sustained(
     connection: ConnectionSettings | None = None,
 ) -> dict[str, Any]:
     """One run at `rate` for `seconds`; the results (also on failure: `error` says what)."""
-    from benchmarks.producer import machine_info
 
     results: dict[str, Any] = {
         "benchmark": "sustained",
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "params": {"rate": rate, "seconds": seconds, "sample_s": sample_s, "warmup_s": warmup_s},
         "error": None,
     }
@@ -338,11 +337,10 @@ def run_sustained(
 
 
 def run_find_max(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.producer import machine_info
 
     results: dict[str, Any] = {
         "benchmark": "sustained-find-max",
-        "machine": machine_info(),
+        "machine": harness.machine_info(),
         "params": {
             "start_rate": args.start_rate,
             "step_rate": args.step_rate,
@@ -465,11 +463,6 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.sustained", description=__doc__.split("\n")[0]
@@ -509,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             check=args.verify,
         )
         out = args.out or DEFAULT_OUT
-    write(results, out)
+    harness.write_results(out, results)
     print(report(results))
     print(f"results: {out}")
     sys.stdout.flush()

@@ -13,7 +13,8 @@ import json
 
 import pytest
 
-from benchmarks.sustained import report, run_sustained, write
+from benchmarks.harness import write_results
+from benchmarks.sustained import report, run_sustained
 from sensorstream.settings import ConnectionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,7 +38,7 @@ def test_sustained_run_lands_every_row_once_and_drains(
         RATE, SECONDS, sample_s=3.0, warmup_s=10.0, check=True, connection=connection
     )
     out = tmp_path / "sustained.json"
-    write(results, out)
+    write_results(out, results)
     print(report(results))
 
     assert results["error"] is None
