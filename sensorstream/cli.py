@@ -263,9 +263,6 @@ def _sink_command(args: argparse.Namespace) -> int:
     from sensorstream.metrics import MetricFamilies, serve_metrics
     from sensorstream.settings import ConnectionSettings, load_settings
     from sensorstream.shutdown import stop_on_signals
-    from sinks.malloc_arenas import return_rust_memory_promptly
-
-    return_rust_memory_promptly()  # before sinks.app imports polars and deltalake
     from sinks.app import DeltaSink, describe
     from sinks.metrics import SinkMetrics
     from sinks.settings import SinkSettings

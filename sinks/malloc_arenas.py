@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import sys
 
 log = logging.getLogger("sensorstream.sink")
 
@@ -39,33 +38,6 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     if mallopt(M_ARENA_MAX, arenas) != 1:  # mallopt returns 1 on success
         log.debug("mallopt(M_ARENA_MAX, %d) refused", arenas)
         return False
-    return True
-
-
-RUST_MALLOC_CONF_VAR = "_RJEM_MALLOC_CONF"
-"""The environment variable the jemalloc built into the polars and deltalake wheels reads."""
-
-RUST_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
-"""Return freed pages to the system at once instead of after jemalloc's default 10 s.
-
-polars (decoding) and delta-rs (writing) each link a jemalloc of their own. Each flush
-allocates and frees tens of MB there; with the default decay the freed pages of the last ten
-seconds of flushes stayed resident, which on a backlog (many flushes a second) was 100-150 MB
-of the sink's peak RSS (docs/benchmarks.md, "Sink memory")."""
-
-
-def return_rust_memory_promptly() -> bool:
-    """Set `RUST_MALLOC_CONF` for polars' and delta-rs's jemalloc unless the operator chose
-    (an empty value keeps jemalloc's defaults); True when set here. jemalloc reads it when it
-    starts, on the libraries' import, so this must run before polars and deltalake are
-    imported: it says so (and does nothing) when either already is."""
-    if RUST_MALLOC_CONF_VAR in os.environ:
-        return False
-    loaded = [name for name in ("polars", "deltalake") if name in sys.modules]
-    if loaded:
-        log.debug("%s already imported: jemalloc keeps its defaults", ", ".join(loaded))
-        return False
-    os.environ[RUST_MALLOC_CONF_VAR] = RUST_MALLOC_CONF
     return True
 
 

@@ -4,7 +4,6 @@ with `MALLOC_ARENA_MAX`, and harmless where there is no glibc."""
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 
 from sinks import malloc_arenas
@@ -42,26 +41,3 @@ def test_the_cap_is_set_exactly_where_glibc_is(monkeypatch) -> None:
     assert limit_malloc_arenas() is on_glibc
     if on_glibc:
         assert ctypes.CDLL(None).mallopt(malloc_arenas.M_ARENA_MAX, malloc_arenas.ARENAS) == 1
-
-
-def test_polars_and_delta_rs_are_told_to_return_freed_memory(monkeypatch) -> None:
-    monkeypatch.delenv(malloc_arenas.RUST_MALLOC_CONF_VAR, raising=False)
-    monkeypatch.setattr(malloc_arenas.sys, "modules", {})  # neither library imported yet
-    assert malloc_arenas.return_rust_memory_promptly() is True
-    assert os.environ[malloc_arenas.RUST_MALLOC_CONF_VAR] == malloc_arenas.RUST_MALLOC_CONF
-
-
-def test_an_operators_jemalloc_configuration_is_kept(monkeypatch) -> None:
-    monkeypatch.setenv(malloc_arenas.RUST_MALLOC_CONF_VAR, "")  # empty: jemalloc's defaults
-    monkeypatch.setattr(malloc_arenas.sys, "modules", {})
-    assert malloc_arenas.return_rust_memory_promptly() is False
-    assert os.environ[malloc_arenas.RUST_MALLOC_CONF_VAR] == ""
-
-
-def test_too_late_once_polars_is_imported(monkeypatch) -> None:
-    """jemalloc has started with its defaults: setting the variable now would only mislead
-    whoever reads the environment."""
-    monkeypatch.delenv(malloc_arenas.RUST_MALLOC_CONF_VAR, raising=False)
-    monkeypatch.setattr(malloc_arenas.sys, "modules", {"polars": object()})
-    assert malloc_arenas.return_rust_memory_promptly() is False
-    assert malloc_arenas.RUST_MALLOC_CONF_VAR not in os.environ
