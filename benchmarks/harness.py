@@ -188,6 +188,30 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
+def profile_path(out: Path) -> Path:
+    """Where a `--profile` run keeps its pstats, beside the results file `out`."""
+    path = out.with_name(out.stem + "-profile.pstats")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_profile_report(pstats_path: Path, head: str, top: int = 40) -> Path:
+    """`head`, then the `top` functions by own and by cumulative time, in a .txt beside the
+    pstats file; prints `head` and where both are."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(str(pstats_path), stream=text)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    report = pstats_path.with_suffix(".txt")
+    report.write_text(head + "\n\n" + text.getvalue())
+    print(head)
+    print(f"profile: {pstats_path} (pstats) and {report} (summary, top {top} functions)")
+    return report
+
+
 def finish(out: Path, results: dict[str, Any], summary: str) -> int:
     """Write the results, print the run's summary table and where the results went."""
     write_results(out, results)

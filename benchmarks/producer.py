@@ -37,7 +37,6 @@ import io
 import json
 import math
 import os
-import pstats
 import shutil
 import signal
 import sqlite3
@@ -46,7 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -615,7 +613,7 @@ def _best(rounds: list[dict], step: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = harness.new_run_id()
     info = harness.machine_info()
     db, data = ensure_database(args.rows)
     created: list[str] = []
@@ -781,10 +779,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 def profile(args: argparse.Namespace) -> None:
-    run_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = harness.new_run_id()
     db, _ = ensure_database(args.rows)
-    out = args.out.with_name(args.out.stem + "-profile.pstats")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = harness.profile_path(args.out)
     _log(f"profiling EdgeTailer(once=True) over {args.rows} rows under cProfile")
     try:
         e2e = harness.run_worker(
@@ -801,17 +798,12 @@ def profile(args: argparse.Namespace) -> None:
     finally:
         if not args.keep_topics:
             harness.delete_topics(list(_topics(run_id, "e2e").values()))
-    text = io.StringIO()
-    stats = pstats.Stats(str(out), stream=text)
-    stats.strip_dirs().sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(30)
-    summary = (
+    harness.write_profile_report(
+        out,
         f"rows {e2e['rows']}, tail loop {e2e['seconds_tail']:.1f} s under the profiler "
-        f"({e2e['rows_per_s']:,.0f} rows/s), CPU {e2e['cpu_cores_busy_tail']:.2f} cores\n"
+        f"({e2e['rows_per_s']:,.0f} rows/s), CPU {e2e['cpu_cores_busy_tail']:.2f} cores",
+        top=30,
     )
-    report = out.with_suffix(".txt")
-    report.write_text(summary + text.getvalue())
-    print(summary + f"profile: {out} (pstats) and {report} (top 30 by own and cumulative time)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,6 @@ import argparse
 import contextlib
 import cProfile
 import gc
-import io
 import json
 import pstats
 import shutil
@@ -846,8 +845,7 @@ def summarize_profile(path: Path, records: int) -> tuple[dict[str, Any], str]:
 def profile(args: argparse.Namespace) -> None:
     run_id = harness.new_run_id()
     db, _ = ensure_database(args.records)
-    out = args.out.with_name(args.out.stem + "-profile.pstats")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = harness.profile_path(args.out)
     workdir = Path(tempfile.mkdtemp(prefix="sensorstream-router-bench-"))
     group = None
     try:
@@ -864,20 +862,13 @@ def profile(args: argparse.Namespace) -> None:
         if not args.keep_topics:
             _cleanup(run_id, [group] if group else [])
     summary, text = summarize_profile(out, result["records"])
-    buffer = io.StringIO()
-    stats = pstats.Stats(str(out), stream=buffer)
-    stats.strip_dirs().sort_stats("tottime").print_stats(40)
-    stats.sort_stats("cumulative").print_stats(40)
     head = (
         f"router exactly-once under cProfile: {result['records']:,} records, "
         f"{result['records_per_s']:,.0f} records/s profiled, "
         f"{result['outputs_per_record']:.2f} outputs per record\n"
     )
-    report = out.with_suffix(".txt")
-    report.write_text(head + text + "\n\n" + buffer.getvalue())
-    out.with_suffix(".json").write_text(json.dumps({"run": result, **summary}, indent=2) + "\n")
-    print(head + text)
-    print(f"profile: {out} (pstats), {report} (summary + top 40), {out.with_suffix('.json')}")
+    harness.write_profile_report(out, head + text)
+    harness.write_results(out.with_suffix(".json"), {"run": result, **summary})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import io
 import json
 import os
 import pickle
@@ -1257,8 +1256,7 @@ def profile(args: argparse.Namespace) -> None:
     run_id = harness.new_run_id()
     use_stack_environment()
     ensure_bucket()
-    out = args.out.with_name(args.out.stem + "-profile.pstats")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = harness.profile_path(args.out)
     settings = _tuned(run_id, args, "profile")
     # cProfile sees one thread: flush on the loop's thread so decode and write are profiled
     settings["background_flush"] = False
@@ -1272,20 +1270,13 @@ def profile(args: argparse.Namespace) -> None:
     finally:
         cleanup(run_id, [settings["consumer_group"]], args.keep)
     summary = summarize_profile(out, result["rows"])
-    buffer = io.StringIO()
-    stats = pstats.Stats(str(out), stream=buffer)
-    stats.strip_dirs().sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(40)
     b = result["breakdown_s"]
     head = (
         f"sink under cProfile: {result['rows']:,} rows, {result['rows_per_s']:,.0f} rows/s "
         f"profiled, {result['flushes']} flushes of {result['flush_rows']}\n"
         "loop breakdown (s): " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()) + "\n"
     )
-    report = out.with_suffix(".txt")
-    report.write_text(head + summary + "\n\n" + buffer.getvalue())
-    print(head + summary)
-    print(f"profile: {out} (pstats) and {report} (summary and top functions)")
+    harness.write_profile_report(out, head + summary)
 
 
 def main(argv: list[str] | None = None) -> int:
