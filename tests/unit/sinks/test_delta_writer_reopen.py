@@ -5,30 +5,14 @@ Real deltalake on a local path: no server involved."""
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
-import pyarrow as pa
 from deltalake import DeltaTable
 
 from sinks.delta_writer import DeltaTableWriter
 from sinks.settings import SinkSettings
 from sinks.tables import app_id, target_for
-
-TOPIC = "sensors.raw"
-
-
-def batch(first_offset: int, rows: int = 3) -> pa.Table:
-    offsets = list(range(first_offset, first_offset + rows))
-    return pa.table(
-        {
-            "x": pa.array(offsets, pa.int64()),
-            "_kafka_topic": pa.array([TOPIC] * rows, pa.string()),
-            "_kafka_partition": pa.array([0] * rows, pa.int32()),
-            "_kafka_offset": pa.array(offsets, pa.int64()),
-            "event_date": pa.array([date(2026, 11, 23)] * rows, pa.date32()),
-        }
-    )
+from tests.unit.sinks.sink_batches import TOPIC, batch
 
 
 def test_the_table_is_reopened_after_each_checkpoint_and_misses_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ tests/integration/sinks/test_delta_log.py)."""
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,21 +16,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.settings import SinkSettings
 from sinks.table_log import retention_interval
 from sinks.tables import target_for
-
-TOPIC = "sensors.raw"
-
-
-def batch(first_offset: int, rows: int = 3) -> pa.Table:
-    offsets = list(range(first_offset, first_offset + rows))
-    return pa.table(
-        {
-            "x": pa.array(offsets, pa.int64()),
-            "_kafka_topic": pa.array([TOPIC] * rows, pa.string()),
-            "_kafka_partition": pa.array([0] * rows, pa.int32()),
-            "_kafka_offset": pa.array(offsets, pa.int64()),
-            "event_date": pa.array([date(2026, 11, 23)] * rows, pa.date32()),
-        }
-    )
+from tests.unit.sinks.sink_batches import TOPIC, batch
 
 
 def writer_for(tmp_path: Path, **settings) -> DeltaTableWriter:
