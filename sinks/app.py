@@ -58,7 +58,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
-from sinks.malloc_arenas import limit_malloc_arenas, release_free_memory
+from sinks.malloc_arenas import FreeMemoryRelease, limit_malloc_arenas
 from sinks.metrics import SinkMetrics
 from sinks.observer import BatchTiming, SinkObserver
 from sinks.records import DecodedReadings, dead_letter_table, decode_readings, expired_dead_row
@@ -121,6 +121,7 @@ class DeltaSink:
         self.decoder = AvroDecoder(SchemaRegistry(connection.schema_registry_config()))
         self._targets: dict[str, TableTarget] = {}
         self._writers: dict[str, DeltaTableWriter] = {}
+        self._release_free_memory = FreeMemoryRelease()
         self._batches: dict[str, TableBatch] = {}
         self._assigned: set[tuple[str, int]] = set()
         self._landing = LandingWriter(connection.lake_uri, self.storage_options)
@@ -198,6 +199,7 @@ class DeltaSink:
                     log_retention_hours=self.settings.log_retention_hours,
                     retry_budget_s=self.settings.retry_budget_s,
                     stop=self.stop,
+                    log_cleanup_every=self.settings.log_cleanup_commits,
                 )
             return writer
 
@@ -593,7 +595,7 @@ class DeltaSink:
             seconds=prepared.seconds + time.monotonic() - started,
             table=table,
         )
-        release_free_memory()  # what the previous batches freed (docs/benchmarks.md)
+        self._release_free_memory()  # what the previous batches freed (docs/benchmarks.md)
         failpoint("sink.before_offsets")
         return last_offsets
 

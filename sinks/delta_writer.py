@@ -44,6 +44,7 @@ from sinks.table_log import (
     CHECKPOINT_INTERVAL,
     DEFAULT_LOG_RETENTION_HOURS,
     adopt,
+    cleanup_interval,
     log_properties,
 )
 from sinks.tables import TableTarget, app_id
@@ -97,12 +98,17 @@ class DeltaTableWriter:
         *,
         adopt_log_properties: bool = True,
         reopen_after_checkpoint: bool = True,
+        log_cleanup_every: int | None = None,
     ) -> None:
         """`adopt_log_properties` and `reopen_after_checkpoint` off give the writer of the
         earlier release, which the delta_log and delta_state benchmarks compare against: it
         left an existing table's log settings as they were, and kept one `DeltaTable` up to
-        date for good."""
+        date for good.
+
+        `log_cleanup_every` (commits) spaces the log cleanups out where checkpoints come more
+        often (`_clean_log_at_checkpoint`); None cleans at every checkpoint."""
         self.target = target
+        self.log_cleanup_every = log_cleanup_every
         self.storage_options = storage_options or None
         self.checkpoint_interval = checkpoint_interval
         self.log_properties = log_properties(checkpoint_interval, log_retention_hours)
@@ -189,6 +195,8 @@ class DeltaTableWriter:
         few seconds and 7 days of log kept, that is a LIST of some 200,000 keys (200 requests)
         per commit. Expired files that age past the retention between checkpoints go with the
         next one. A failed cleanup loses nothing: the next checkpoint's cleanup takes them.
+        With a checkpoint every 10 commits, only every `log_cleanup_every` commits' checkpoint
+        cleans (`sinks.table_log.cleanup_interval`), so the listing stays as rare as before.
         """
         table = self._table
         if table is None:
@@ -197,7 +205,7 @@ class DeltaTableWriter:
         if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
             return
         interval = int(configuration.get(CHECKPOINT_INTERVAL) or self.checkpoint_interval)
-        if (table.version() + 1) % interval:
+        if (table.version() + 1) % cleanup_interval(interval, self.log_cleanup_every):
             return
         try:
             table.cleanup_metadata()

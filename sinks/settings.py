@@ -12,7 +12,11 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorstream.metrics import SINK_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
-from sinks.table_log import DEFAULT_LOG_RETENTION_HOURS
+from sinks.table_log import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_LOG_RETENTION_HOURS,
+    LOG_CLEANUP_COMMITS,
+)
 
 ROUTED_TOPICS = [
     "sensors.raw",
@@ -89,7 +93,18 @@ class SinkSettings(LayeredSettings):
     background_flush: bool = Field(
         True, description="write a batch on a worker thread while consuming the next"
     )
-    checkpoint_interval: int = Field(100, ge=1, description="Delta checkpoint every N commits")
+    checkpoint_interval: int = Field(
+        DEFAULT_CHECKPOINT_INTERVAL,
+        ge=1,
+        description="delta.checkpointInterval of the tables the sink creates: a Delta "
+        "checkpoint every N commits (each commit replays the log since the last one)",
+    )
+    log_cleanup_commits: int = Field(
+        LOG_CLEANUP_COMMITS,
+        ge=1,
+        description="delete expired log files at the checkpoint every about N commits (each "
+        "cleanup lists the table's whole _delta_log), not at every checkpoint",
+    )
     log_retention_hours: float = Field(
         DEFAULT_LOG_RETENTION_HOURS,
         ge=0,

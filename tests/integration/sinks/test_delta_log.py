@@ -141,6 +141,7 @@ def test_a_sink_replaying_its_topic_after_cleanup_lands_nothing_twice(
         unique,
         poll_batch=10,
         checkpoint_interval=5,
+        log_cleanup_commits=5,  # clean at every checkpoint
         log_retention_hours=0,
         defaults=TableSettings(max_rows=10),
     )

@@ -14,7 +14,7 @@ from deltalake import DeltaTable, PostCommitHookProperties, write_deltalake
 
 from sinks.delta_writer import DeltaTableWriter
 from sinks.settings import SinkSettings
-from sinks.table_log import retention_interval
+from sinks.table_log import cleanup_interval, retention_interval
 from sinks.tables import target_for
 from tests.unit.sinks.sink_batches import TOPIC, batch
 
@@ -47,7 +47,7 @@ def test_a_new_table_gets_the_log_settings(tmp_path):
     assert writer.write(batch(0), {(TOPIC, 0): 2}) == 3
     configuration = DeltaTable(writer.target.uri).metadata().configuration
     assert configuration["delta.logRetentionDuration"] == "interval 7 days"
-    assert configuration["delta.checkpointInterval"] == "100"
+    assert configuration["delta.checkpointInterval"] == "10"  # Delta's default
 
 
 def test_the_retention_follows_the_sink_setting(tmp_path, monkeypatch):
@@ -156,3 +156,35 @@ def test_a_table_that_turned_cleanup_off_keeps_its_log(tmp_path):
     for i in range(1, 8):
         writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
     assert "00000000000000000000.json" in log_names(writer)
+
+
+def test_frequent_checkpoints_clean_the_log_only_every_so_many_commits(tmp_path):
+    """A checkpoint every 3 commits with a cleanup every 6: the checkpoint at version 2 leaves
+    the log alone (each cleanup lists the whole `_delta_log`), the one at version 5 cleans."""
+    sink = SinkSettings(topics=[TOPIC], topic_prefix="sensors.", log_retention_hours=0)
+    writer = DeltaTableWriter(
+        target_for(TOPIC, sink, str(tmp_path)),
+        None,
+        checkpoint_interval=3,
+        log_retention_hours=0,
+        log_cleanup_every=6,
+    )
+    for i in range(3):  # versions 0-2, a checkpoint at 2
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    names = log_names(writer)
+    assert "00000000000000000002.checkpoint.parquet" in names
+    assert "00000000000000000000.json" in names
+    for i in range(3, 6):  # versions 3-5, a checkpoint at 5 and a cleanup
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    names = log_names(writer)
+    assert "00000000000000000005.checkpoint.parquet" in names
+    assert "00000000000000000000.json" not in names
+    assert DeltaTable(writer.target.uri).count() == 18
+
+
+@pytest.mark.parametrize(
+    ("interval", "every", "cleans_every"),
+    [(10, 100, 100), (100, 100, 100), (30, 100, 90), (250, 100, 250), (10, None, 10)],
+)
+def test_a_cleanup_is_always_at_a_checkpoint(interval, every, cleans_every):
+    assert cleanup_interval(interval, every) == cleans_every
