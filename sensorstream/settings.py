@@ -97,7 +97,7 @@ def load_settings(
     try:
         return settings_cls(**cli)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, settings_cls, document, origin, cli)) from None
+        raise ConfigError(_describe(exc, settings_cls, document, origin, cli, section)) from None
     finally:
         _yaml_values.reset(token)
 
@@ -177,6 +177,7 @@ def _describe(
     document: YamlDocument | None,
     origin: dict[str, tuple[str | int, ...]],
     cli: dict[str, Any],
+    section: str | None = None,
 ) -> str:
     import os
 
@@ -185,7 +186,12 @@ def _describe(
         loc = tuple(error["loc"])
         key = str(loc[0]) if loc else ""
         message = error["msg"]
-        if key in cli:
+        if not loc:  # a rule over several settings: name all of them, wherever they came from
+            where = f"settings {_env_name(settings_cls, '')}*"
+            if document is not None:
+                place = f", section '{section}'" if section else ""
+                where = f"{document.path}{place} ({_env_name(settings_cls, '')}*)"
+        elif key in cli:
             where = f"command-line option --{key.replace('_', '-')}"
         elif _env_name(settings_cls, key) in {k.upper() for k in os.environ}:
             where = f"environment variable {_env_name(settings_cls, key)}"

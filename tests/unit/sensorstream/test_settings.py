@@ -76,6 +76,20 @@ def test_bad_value_from_environment_names_the_variable(monkeypatch):
         load_settings(ExampleSettings)
 
 
+def test_a_rule_across_settings_names_where_they_come_from(tmp_path):
+    """A check over several settings (a model validator) has no one key: the message says which
+    settings it is about (their variables and the file's section), never `setting ''`."""
+    from sinks.maintain_settings import MaintainSettings
+
+    config = write(tmp_path, "maintain:\n  open_tier_bytes: [4096, 2048]\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(MaintainSettings, config_file=config, section="maintain")
+    message = str(error.value)
+    assert "setting ''" not in message
+    assert f"{config}, section 'maintain' (SENSORSTREAM_MAINTAIN_*)" in message
+    assert "file sizes must grow tier by tier" in message
+
+
 def test_unknown_key_in_section_is_an_error(tmp_path):
     config = write(tmp_path, "example:\n  rate: 1\n  sensorz: 3\n")
     with pytest.raises(ConfigError, match=r"line 3, key 'example.sensorz': unknown setting"):
