@@ -77,6 +77,15 @@ class Topics:
         assert self.producer.flush(30) == 0
 
 
+def raw_readings(kafka, schema_registry, unique: str, ids: range) -> Topics:
+    """Topics `raw` and `dlq`, with readings `ids` in `raw`."""
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw", "dlq")
+    topics.send("raw", [reading(i) for i in ids])
+    topics.flush()
+    return topics
+
+
 def sink_settings(unique: str, **overrides) -> SinkSettings:
     prefix = f"t.{unique}."
     return SinkSettings(
@@ -218,9 +227,7 @@ def test_poison_messages_land_in_the_dead_letter_table(
 
 
 def test_a_new_field_becomes_a_new_column(kafka, schema_registry, s3, tmp_path, unique):
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw", "dlq")
-    topics.send("raw", [reading(i) for i in range(1, 21)])
+    topics = raw_readings(kafka, schema_registry, unique, range(1, 21))
     evolved = curated_schema()
     evolved["fields"].insert(-4, {"name": "co2_ppm", "type": ["null", "double"], "default": None})
     topics.send("raw", [reading(i, co2_ppm=400.0 + i) for i in range(21, 41)], evolved)
@@ -238,10 +245,7 @@ def test_landing_mode_lands_each_record_once_and_replays_idempotently(
 ):
     from sinks.settings import TableSettings
 
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw", "dlq")
-    topics.send("raw", [reading(i) for i in range(1, 301)])
-    topics.flush()
+    raw_readings(kafka, schema_registry, unique, range(1, 301))
     lake_uri = str(tmp_path / "lake")
     connection = connection_for(kafka, schema_registry, s3, lake_uri)
     routes = {"raw": TableSettings(landing=True)}
@@ -269,10 +273,7 @@ def test_landing_mode_lands_each_record_once_and_replays_idempotently(
 def test_an_incompatible_change_goes_to_the_dead_letter_table(
     kafka, schema_registry, s3, tmp_path, unique
 ):
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw", "dlq")
-    topics.send("raw", [reading(i) for i in range(1, 21)])
-    topics.flush()
+    topics = raw_readings(kafka, schema_registry, unique, range(1, 21))
     lake_uri = str(tmp_path / "lake")
     connection = connection_for(kafka, schema_registry, s3, lake_uri)
     DeltaSink(sink_settings(unique), connection).run()

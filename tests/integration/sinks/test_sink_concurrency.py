@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
@@ -30,6 +30,7 @@ from infra.local_stack.object_store import s3_filesystem
 from schemas.avro_codec import AvroEncoder
 from schemas.value_schema import curated_schema
 from sensorstream.errors import PipelineError
+from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import TopicSpec, ensure_topics
 from sinks.app import DeltaSink, SinkResult
 from sinks.metrics import SinkMetrics
@@ -543,6 +544,30 @@ class TcpProxy:
         self._thread.join(5)
 
 
+@contextlib.contextmanager
+def s3_proxy(s3) -> Iterator[TcpProxy]:
+    """A `TcpProxy` in front of the S3 server, closed on leaving (which ends a stall)."""
+    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    proxy = TcpProxy((host, int(port)))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def through(proxy: TcpProxy, connection: ConnectionSettings) -> ConnectionSettings:
+    """`connection` with its S3 requests sent through `proxy`."""
+    return connection.model_copy(update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"})
+
+
+def raw_spread(kafka, schema_registry, unique: str, total: int) -> Topics:
+    """The `raw` topic, readings 1..total spread over its two partitions."""
+    topics = Topics(kafka, schema_registry.url, unique)
+    topics.create("raw")
+    send_spread(topics, "raw", range(1, total + 1), 2)
+    return topics
+
+
 def retries(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "; retrying" in r.getMessage()]
 
@@ -551,16 +576,10 @@ def test_s3_cut_for_seconds_mid_run_is_retried_and_lands_each_record_once(
     kafka, schema_registry, s3, s3_bucket, unique, caplog
 ):
     total = 4_000
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw")
-    send_spread(topics, "raw", range(1, total + 1), 2)
+    topics = raw_spread(kafka, schema_registry, unique, total)
     lake_uri, options = f"s3://{s3_bucket}/{unique}/lake", s3.storage_options()
-    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    proxy = TcpProxy((host, int(port)))
-    try:
-        connection = connection_for(kafka, schema_registry, s3, lake_uri).model_copy(
-            update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"}
-        )
+    with s3_proxy(s3) as proxy:
+        connection = through(proxy, connection_for(kafka, schema_registry, s3, lake_uri))
         settings = sink_settings(
             unique,
             poll_batch=200,
@@ -579,8 +598,6 @@ def test_s3_cut_for_seconds_mid_run_is_retried_and_lands_each_record_once(
         committed_during_cut = sink.commits
         proxy.restore()
         result = sink.join(120)
-    finally:
-        proxy.close()
 
     # A commit whose response the cut swallowed is in the table, and counted all the same.
     assert result.rows["raw"] == total
@@ -600,14 +617,9 @@ def test_s3_that_stops_answering_fails_the_sink_within_the_retry_budget(
     """The budget is a hard bound: a stalled server would hold each attempt for the object
     store client's own timeouts and retries (30 s per request, minutes in all)."""
     total, budget = 4_000, 3.0
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw")
-    topic = topics.name("raw")
-    send_spread(topics, "raw", range(1, total + 1), 2)
+    topic = raw_spread(kafka, schema_registry, unique, total).name("raw")
     lake_uri, options = f"s3://{s3_bucket}/{unique}/lake", s3.storage_options()
-    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    proxy = TcpProxy((host, int(port)))
-    try:
+    with s3_proxy(s3) as proxy:
         connection = connection_for(kafka, schema_registry, s3, lake_uri)
         settings = sink_settings(
             unique,
@@ -615,9 +627,7 @@ def test_s3_that_stops_answering_fails_the_sink_within_the_retry_budget(
             retry_budget_s=budget,
             defaults=TableSettings(max_rows=200, max_latency_s=1.0),
         )
-        proxied = connection.model_copy(
-            update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"}
-        )
+        proxied = through(proxy, connection)
         sink = SinkThread(DeltaSink(settings, proxied, threading.Event()), "sink").start()
         wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 120)
         assert sink.thread.is_alive(), "the sink finished before the stall"
@@ -628,8 +638,6 @@ def test_s3_that_stops_answering_fails_the_sink_within_the_retry_budget(
         assert not sink.thread.is_alive(), f"still running {failed_after:.0f}s after the stall"
         assert isinstance(sink.error, PipelineError), sink.error
         assert "unreachable" in str(sink.error) and f"{lake_uri}/raw" in str(sink.error)
-    finally:
-        proxy.close()
 
     # No offset past what the table holds.
     committed = committed_offsets(kafka.bootstrap_servers, settings.consumer_group, topic, 2)
@@ -659,16 +667,10 @@ def test_a_commit_whose_response_is_lost_is_not_repeated(
     kafka, schema_registry, s3, s3_bucket, unique
 ):
     total = 2_000
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create("raw")
-    send_spread(topics, "raw", range(1, total + 1), 2)
+    topics = raw_spread(kafka, schema_registry, unique, total)
     lake_uri, options = f"s3://{s3_bucket}/{unique}/lake", s3.storage_options()
-    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    proxy = TcpProxy((host, int(port)))
-    try:
-        connection = connection_for(kafka, schema_registry, s3, lake_uri).model_copy(
-            update={"aws_endpoint_url": f"http://127.0.0.1:{proxy.port}"}
-        )
+    with s3_proxy(s3) as proxy:
+        connection = through(proxy, connection_for(kafka, schema_registry, s3, lake_uri))
         settings = sink_settings(
             unique, poll_batch=200, defaults=TableSettings(max_rows=200, max_latency_s=1.0)
         )
@@ -676,8 +678,6 @@ def test_a_commit_whose_response_is_lost_is_not_repeated(
         wait_for(lambda: sink.commits >= 2 or not sink.thread.is_alive(), "2 commits", 120)
         proxy.lose_next_commit_response()
         result = sink.join(120)
-    finally:
-        proxy.close()
 
     # The commit landed, its writer never heard so: the retried conditional put found the
     # version taken, and the re-read table showed the batch was already in, with the writer's

@@ -24,9 +24,9 @@ from schemas.value_schema import curated_schema
 from sensorstream.topics import TopicSpec, ensure_topics
 from tests.integration.sinks.test_sink import Topics, reading, table_rows
 from tests.integration.sinks.test_sink_concurrency import (
-    TcpProxy,
     committed_offsets,
     end_offsets,
+    s3_proxy,
     table_count,
     wait_for,
 )
@@ -74,6 +74,32 @@ def send_fast(bootstrap: str, topics: Topics, topic: str, ids: range) -> None:
     assert producer.flush(60) == 0
 
 
+def raw_topic(kafka, schema_registry, unique: str, ids: range) -> tuple[Topics, str]:
+    """Topic `raw` of three partitions, holding readings `ids`; its `Topics` and its name."""
+    topics = Topics(kafka, schema_registry.url, unique)
+    topic = topics.name("raw")
+    ensure_topics({"bootstrap.servers": kafka.bootstrap_servers}, [TopicSpec(topic, 3)])
+    send_fast(kafka.bootstrap_servers, topics, topic, ids)
+    return topics, topic
+
+
+def s3_sink_env(kafka, schema_registry, s3, unique: str, lake_uri: str, port: int, **extra):
+    """`sink_env` for a lake on S3 reached at 127.0.0.1:`port` (a stand-in for the S3 server
+    or a proxy in front of it), with a retry budget of 5 s."""
+    return sink_env(
+        kafka.bootstrap_servers,
+        schema_registry,
+        unique,
+        lake_uri,
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_REGION=s3.region,
+        AWS_ACCESS_KEY_ID=s3.access_key,
+        AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        SENSORSTREAM_SINK_RETRY_BUDGET_S="5",
+        **extra,
+    )
+
+
 def assert_rows_once(uri: str, expected: set[int]) -> list[int]:
     rowids = Counter(table_rows(uri, None).column("_source_rowid").to_pylist())
     twice = [r for r, n in rowids.items() if n > 1]
@@ -89,11 +115,8 @@ def test_once_lands_everything_although_joining_the_group_takes_seconds(
     """Joining a new group waits out `group.initial.rebalance.delay.ms` (3 s by default): an
     idle timeout counted from the start had expired before the first record arrived."""
     bootstrap = kafka_with_join_delay.bootstrap_servers
-    topics = Topics(kafka_with_join_delay, schema_registry.url, unique)
-    topic = topics.name("raw")
-    ensure_topics({"bootstrap.servers": bootstrap}, [TopicSpec(topic, 3)])
     total = 60_000
-    send_fast(bootstrap, topics, topic, range(1, total + 1))
+    _, topic = raw_topic(kafka_with_join_delay, schema_registry, unique, range(1, total + 1))
     lake_uri = str(tmp_path / "lake")
 
     started = time.monotonic()
@@ -141,11 +164,8 @@ class Trickle:
 def test_once_ends_while_records_keep_arriving(kafka, schema_registry, tmp_path, unique):
     """Records that never stop (a live pipeline): --once lands what was there when it started
     and exits, where waiting for an idle moment never ended."""
-    topics = Topics(kafka, schema_registry.url, unique)
-    topic = topics.name("raw")
-    ensure_topics({"bootstrap.servers": kafka.bootstrap_servers}, [TopicSpec(topic, 3)])
     before = 20_000
-    send_fast(kafka.bootstrap_servers, topics, topic, range(1, before + 1))
+    topics, topic = raw_topic(kafka, schema_registry, unique, range(1, before + 1))
     lake_uri = str(tmp_path / "lake")
     trickle = Trickle(kafka.bootstrap_servers, topics, topic, before + 1)
     try:
@@ -163,10 +183,7 @@ def test_once_ends_while_records_keep_arriving(kafka, schema_registry, tmp_path,
 def test_once_reports_a_missing_topic_and_lands_the_others(
     kafka, schema_registry, tmp_path, unique
 ):
-    topics = Topics(kafka, schema_registry.url, unique)
-    topic = topics.name("raw")
-    ensure_topics({"bootstrap.servers": kafka.bootstrap_servers}, [TopicSpec(topic, 3)])
-    send_fast(kafka.bootstrap_servers, topics, topic, range(1, 1_001))
+    _, topic = raw_topic(kafka, schema_registry, unique, range(1, 1_001))
     lake_uri = str(tmp_path / "lake")
     missing = f"t.{unique}.nowhere"
     env = sink_env(kafka.bootstrap_servers, schema_registry, unique, lake_uri)
@@ -199,24 +216,11 @@ def test_once_exits_1_with_its_message_when_s3_stays_unreachable(
 ):
     """Past the retry budget the sink fails: exit 1 and the reason, not a crash (it used to
     end with SIGSEGV, exit 139, from the object store attempt abandoned at the deadline)."""
-    topics = Topics(kafka, schema_registry.url, unique)
-    topic = topics.name("raw")
-    ensure_topics({"bootstrap.servers": kafka.bootstrap_servers}, [TopicSpec(topic, 3)])
-    send_fast(kafka.bootstrap_servers, topics, topic, range(1, 1_001))
+    _, topic = raw_topic(kafka, schema_registry, unique, range(1, 1_001))
     lake_uri = f"s3://{s3_bucket}/{unique}/lake"
     silent = SilentServer()
     try:
-        env = sink_env(
-            kafka.bootstrap_servers,
-            schema_registry,
-            unique,
-            lake_uri,
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{silent.port}",
-            AWS_REGION=s3.region,
-            AWS_ACCESS_KEY_ID=s3.access_key,
-            AWS_SECRET_ACCESS_KEY=s3.secret_key,
-            SENSORSTREAM_SINK_RETRY_BUDGET_S="5",
-        )
+        env = s3_sink_env(kafka, schema_registry, s3, unique, lake_uri, silent.port)
         done = sink_once(env)
     finally:
         silent.close()
@@ -234,24 +238,16 @@ def test_once_exits_1_with_its_message_when_s3_goes_away_mid_run(
 ):
     """S3 stops answering (or refuses connections) while batches are being written: the
     sink fails after its retry budget with exit 1 and the reason."""
-    topics = Topics(kafka, schema_registry.url, unique)
-    topic = topics.name("raw")
-    ensure_topics({"bootstrap.servers": kafka.bootstrap_servers}, [TopicSpec(topic, 3)])
-    send_fast(kafka.bootstrap_servers, topics, topic, range(1, 60_001))
+    raw_topic(kafka, schema_registry, unique, range(1, 60_001))
     lake_uri = f"s3://{s3_bucket}/{unique}/lake"
-    host, port = s3.endpoint_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    proxy = TcpProxy((host, int(port)))
-    try:
-        env = sink_env(
-            kafka.bootstrap_servers,
+    with s3_proxy(s3) as proxy:
+        env = s3_sink_env(
+            kafka,
             schema_registry,
+            s3,
             unique,
             lake_uri,
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}",
-            AWS_REGION=s3.region,
-            AWS_ACCESS_KEY_ID=s3.access_key,
-            AWS_SECRET_ACCESS_KEY=s3.secret_key,
-            SENSORSTREAM_SINK_RETRY_BUDGET_S="5",
+            proxy.port,
             SENSORSTREAM_SINK_POLL_BATCH="500",
             SENSORSTREAM_SINK_DEFAULTS=json.dumps({"max_rows": 500}),
         )
@@ -275,7 +271,5 @@ def test_once_exits_1_with_its_message_when_s3_goes_away_mid_run(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    finally:
-        proxy.close()
     assert proc.returncode == 1, (proc.returncode, err[-3000:])
     assert "sensorstream sink:" in err and "unreachable" in err, err[-3000:]
