@@ -468,6 +468,15 @@ def two_node_backlog(connection, tmp_path, names: Names, per_node: int) -> dict[
     return nodes
 
 
+def routed_backlog(connection, tmp_path, unique: str) -> tuple[Names, Path, dict[str, str]]:
+    """A test's names, its routing file, and its input holding 5,000 readings from each of two
+    nodes in two regions ({node_id: region})."""
+    names = Names(unique)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routing_text(names), encoding="utf-8")
+    return names, routes, two_node_backlog(connection, tmp_path, names, 5_000)
+
+
 def assert_every_route_exactly_once(kafka, schema_registry, names: Names, nodes) -> set[Key]:
     """Each route's topic holds each record it selects once; schematized's refusals are in the
     DLQ instead, once each. Returns the input records."""
@@ -501,10 +510,7 @@ def assert_every_route_exactly_once(kafka, schema_registry, names: Names, nodes)
 def test_two_instances_and_rebalances_route_each_record_once(
     kafka, schema_registry, connection, tmp_path, unique
 ):
-    names = Names(unique)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routing_text(names), encoding="utf-8")
-    nodes = two_node_backlog(connection, tmp_path, names, 5_000)
+    names, routes, nodes = routed_backlog(connection, tmp_path, unique)
     total = 20_000
 
     first = Running(RouterApp(router_settings(names, routes), connection))
@@ -575,10 +581,7 @@ def raw_high_watermarks(bootstrap: str, topic: str) -> int:
 def test_kill_9_mid_stream_then_once_routes_each_record_once(
     kafka, schema_registry, connection, tmp_path, unique
 ):
-    names = Names(unique)
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(routing_text(names), encoding="utf-8")
-    nodes = two_node_backlog(connection, tmp_path, names, 5_000)
+    names, routes, nodes = routed_backlog(connection, tmp_path, unique)
     total = 20_000
     env = {
         **os.environ,
