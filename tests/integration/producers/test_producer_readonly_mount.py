@@ -63,6 +63,16 @@ def read_only_mount(tmp_path) -> Iterator[tuple[Path, Path]]:
             _run("umount", "-l", str(mounted))
 
 
+def mounted_env(kafka, schema_registry, unique: str, mounted: Path, **extra: str) -> dict:
+    """The producer's environment, reading `edge.db` through the read-only mount."""
+    return {
+        **cli_environment(kafka, schema_registry, unique),
+        "SENSORSTREAM_PRODUCER_SQLITE": str(mounted / "edge.db"),
+        "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
+        **extra,
+    }
+
+
 def companions(db: Path) -> set[str]:
     return {s for s in ("-wal", "-shm") if db.with_name(db.name + s).exists()}
 
@@ -73,12 +83,9 @@ def test_every_row_streams_once_as_the_writer_stops_and_starts(
 ):
     writable, mounted = read_only_mount
     db = writable / "edge.db"
-    env = {
-        **cli_environment(kafka, schema_registry, unique),
-        "SENSORSTREAM_PRODUCER_SQLITE": str(mounted / "edge.db"),
-        "SENSORSTREAM_PRODUCER_CHUNK_ROWS": "100",
-        "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
-    }
+    env = mounted_env(
+        kafka, schema_registry, unique, mounted, SENSORSTREAM_PRODUCER_CHUNK_ROWS="100"
+    )
     topic = env["SENSORSTREAM_PRODUCER_TOPIC"]
     hour = iter(range(1, 100))
 
@@ -134,12 +141,9 @@ def test_a_drain_and_a_replaced_database_on_the_mount_with_the_writer_stopped(
 ):
     writable, mounted = read_only_mount
     db = writable / "edge.db"
-    env = {
-        **cli_environment(kafka, schema_registry, unique),
-        "SENSORSTREAM_PRODUCER_SQLITE": str(mounted / "edge.db"),
-        "SENSORSTREAM_PRODUCER_ON_RECREATED": "restart",
-        "SENSORSTREAM_PRODUCER_METRICS_PORT": "0",
-    }
+    env = mounted_env(
+        kafka, schema_registry, unique, mounted, SENSORSTREAM_PRODUCER_ON_RECREATED="restart"
+    )
     topic = env["SENSORSTREAM_PRODUCER_TOPIC"]
     simulate(db, 300)
     old_rows = source_rows(db)
