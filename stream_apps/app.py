@@ -47,7 +47,7 @@ from stream_apps.quixstreams_internals import (
 from stream_apps.reconnect import Outage, outage_error
 from stream_apps.routing.config import CompiledRouting, content_hash
 from stream_apps.settings import RouterSettings
-from stream_apps.versions import check_routing, compile_version, known_fields, read_routing_file
+from stream_apps.versions import checked_routing_file, compile_version, known_fields
 
 if TYPE_CHECKING:
     from quixstreams.processing import ProcessingContext
@@ -139,8 +139,7 @@ class RouterApp:
         latest = history[-1] if history else None
         if s.routes is not None:
             path = s.routes
-            text = read_routing_file(path)
-            check_routing(text, str(path), fields, s.control_topic)  # before publishing
+            text = checked_routing_file(path, fields, s.control_topic)  # before publishing
             digest = content_hash(text)
             earlier = next((v for v in reversed(history) if v.content_hash == digest), None)
             if earlier is not None and latest is not None and earlier is not latest:

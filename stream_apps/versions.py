@@ -32,17 +32,21 @@ def known_fields(registry: SchemaRegistry, input_topic: str) -> set[str]:
     return fields
 
 
-def read_routing_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
-
-
 def check_routing(text: str, source: str, fields: set[str], control_topic: str) -> CompiledRouting:
     """`text` compiled as a router following `control_topic` would, before it is published;
     ConfigError naming `source`, the line, the route and the key when it does not compile."""
     return parse_routing(text, source, fields, internal_topics(control_topic))
+
+
+def checked_routing_file(path: Path, fields: set[str], control_topic: str) -> str:
+    """The routing file at `path`, once it compiles (`check_routing`): the text to publish.
+    ConfigError naming the file when it cannot be read or does not compile."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read routing file: {exc}") from None
+    check_routing(text, str(path), fields, control_topic)
+    return text
 
 
 def compile_version(
@@ -74,15 +78,16 @@ class RoutingVersions:
     def apply(self, path: Path) -> tuple[RoutingVersion, bool]:
         """Publish the routing file at `path` as the next version once it compiles; (version,
         False) when it is the latest version's content already."""
-        text = read_routing_file(path)
-        self._check(text, str(path))
+        text = checked_routing_file(path, self._fields(), self.settings.control_topic)
         return self.control.publish(text, self.settings.applied_by, str(path))
 
     def rollback(self, number: int) -> tuple[RoutingVersion, bool]:
         """Publish version `number`'s content as a new version, once it still compiles against
         the registry's fields (history is never rewritten)."""
         old = self.version(number)
-        self._check(old.content, f"routing version {number}")
+        check_routing(
+            old.content, f"routing version {number}", self._fields(), self.settings.control_topic
+        )
         return self.control.rollback(number, self.settings.applied_by)
 
     def history(self) -> list[RoutingVersion]:
@@ -98,6 +103,5 @@ class RoutingVersions:
         except LookupError as exc:
             raise ConfigError(f"{exc}; see `sensorstream routes history`") from None
 
-    def _check(self, text: str, source: str) -> None:
-        fields = known_fields(SchemaRegistry(self.registry_config), READINGS)
-        check_routing(text, source, fields, self.settings.control_topic)
+    def _fields(self) -> set[str]:
+        return known_fields(SchemaRegistry(self.registry_config), READINGS)
