@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import IO
 
 from infra.local_stack import pipeline
-from infra.local_stack.audit_cli import AuditFailed
+from infra.local_stack.audit_cli import AuditFailed, run_audit
 from infra.local_stack.display import clock, shown
 from infra.local_stack.drain import Drain, DrainState, describe, owed
-from infra.local_stack.exactly_once import audit_lake
 from infra.local_stack.interrupts import StopRequests
 from infra.local_stack.kafka_probe import KafkaProbe
 from infra.local_stack.lake_report import read_lake
@@ -164,7 +163,7 @@ class Demo:
                     self._report_leftovers(supervisor)
             self.say("auditing the lake (sensorstream audit), then counting this run's rows")
             try:
-                audit = audit_lake(pipeline.child_env(stack_env))
+                audit = run_audit(pipeline.child_env(stack_env))  # the lake's JSON report
             except AuditFailed as exc:
                 self.say(f"sensorstream audit could not run, so there is no verdict: {exc}")
                 return 1

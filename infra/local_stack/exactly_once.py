@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.local_stack.audit_cli import located_findings, run_audit
+from infra.local_stack.audit_cli import located_findings
 from infra.local_stack.pipeline import EdgeNode
 from infra.local_stack.sqlite_probe import SOURCE_TABLE, max_rowid, rows_after
 
@@ -93,12 +93,6 @@ def audit_verdict(audit: Mapping[str, Any], this_run: RowFilter) -> AuditVerdict
         mine = node is None or rowid is None or this_run(node, rowid)
         (now if mine else before).append(line)
     return AuditVerdict(now, audit["in_flight"], before)
-
-
-def audit_lake(env: Mapping[str, str]) -> dict[str, Any]:
-    """`sensorstream audit` of the demo's lake, with the stages' environment: its JSON report
-    (AuditFailed when the audit cannot run)."""
-    return run_audit(env)
 
 
 def this_run_of(nodes: list[EdgeNode]) -> RowFilter:
