@@ -129,6 +129,12 @@ def met(value: float | None, target: float, at_least: bool) -> bool | None:
     return value >= target if at_least else value <= target
 
 
+def _git(*args: str) -> str:
+    """What `git args` prints in this checkout, stripped."""
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def machine_info(*packages: str) -> dict[str, Any]:
     """The machine, Python and library versions (and `packages`'), the commit, the load."""
     import confluent_kafka
@@ -142,22 +148,8 @@ def machine_info(*packages: str) -> dict[str, Any]:
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     versions["sqlite"] = sqlite3.sqlite_version
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = None, None
     cpu_model = None

@@ -139,6 +139,13 @@ def _worker_end_to_end(db: Path, run_id: str, profile_out: Path | None) -> None:
     )
 
 
+def run_end_to_end(db: Path, run_id: str, timeout: float, *extra: str) -> dict[str, Any]:
+    """`_worker_end_to_end` in a fresh process (`extra`: more of its flags); its result."""
+    return harness.run_worker(
+        "benchmarks.producer", "e2e", "--db", str(db), "--run-id", run_id, *extra, timeout=timeout
+    )
+
+
 def _worker_tail(db: Path, run_id: str) -> None:
     from producers.tailer import EdgeTailer
     from sensorstream.logs import configure
@@ -638,15 +645,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         round1, sample = run_baseline_round(db, run_id, 1, args.rows, None, args.sample)
         created.append(round1["produce"]["topic"])
         _log(f"end to end: EdgeTailer(once=True) over {args.rows} rows in a subprocess")
-        e2e = harness.run_worker(
-            "benchmarks.producer",
-            "e2e",
-            "--db",
-            str(db),
-            "--run-id",
-            run_id,
-            timeout=args.rows / 1000 + 300,
-        )
+        e2e = run_end_to_end(db, run_id, args.rows / 1000 + 300)
         created += list(_topics(run_id, "e2e").values())
         if e2e["rows"] != args.rows:
             raise RuntimeError(f"end to end produced {e2e['rows']} rows, not {args.rows}")
@@ -784,17 +783,7 @@ def profile(args: argparse.Namespace) -> None:
     out = harness.profile_path(args.out)
     _log(f"profiling EdgeTailer(once=True) over {args.rows} rows under cProfile")
     try:
-        e2e = harness.run_worker(
-            "benchmarks.producer",
-            "e2e",
-            "--db",
-            str(db),
-            "--run-id",
-            run_id,
-            "--profile-out",
-            str(out),
-            timeout=args.rows / 500 + 300,
-        )
+        e2e = run_end_to_end(db, run_id, args.rows / 500 + 300, "--profile-out", str(out))
     finally:
         if not args.keep_topics:
             harness.delete_topics(list(_topics(run_id, "e2e").values()))
