@@ -102,6 +102,11 @@ def edge_env(venv: Path) -> dict[str, str]:
     return env
 
 
+def edge_command(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `sensorstream` program of the install `venv`, run as on an edge node."""
+    return run([str(venv / "bin" / "sensorstream"), *args], cwd=cwd, env=edge_env(venv))
+
+
 def test_producer_install_has_no_hub_libraries_and_no_generic_names(
     producer_install: Path, tmp_path: Path
 ) -> None:
@@ -120,19 +125,15 @@ def test_producer_install_has_no_hub_libraries_and_no_generic_names(
 
 
 def test_producer_install_runs_the_edge_commands(producer_install: Path, tmp_path: Path) -> None:
-    sensorstream = str(producer_install / "bin" / "sensorstream")
-    env = edge_env(producer_install)
-    helped = run([sensorstream, "produce", "--help"], cwd=tmp_path, env=env)
+    helped = edge_command(producer_install, tmp_path, "produce", "--help")
     assert helped.returncode == 0 and "--sqlite" in helped.stdout, helped.stderr[-3000:]
     # A --config file is checked against every role's settings, the sink's included.
     config = tmp_path / "edge.yaml"
     config.write_text("simulator:\n  sensors: 2\n", encoding="utf-8")
     db = tmp_path / "edge.db"
-    simulated = run(
-        [sensorstream, "simulate", "--db", str(db), "--count", "20", "--rate", "0",
-         "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
+    simulated = edge_command(
+        producer_install, tmp_path,
+        "simulate", "--db", str(db), "--count", "20", "--rate", "0", "--config", str(config),
     )  # fmt: skip
     assert simulated.returncode == 0, simulated.stderr[-3000:]
     assert db.exists()
@@ -150,11 +151,7 @@ def test_producer_install_runs_the_edge_commands(producer_install: Path, tmp_pat
 def test_a_command_of_another_role_names_its_extra(
     producer_install: Path, tmp_path: Path, command: list[str], extra: str
 ) -> None:
-    result = run(
-        [str(producer_install / "bin" / "sensorstream"), *command],
-        cwd=tmp_path,
-        env=edge_env(producer_install),
-    )
+    result = edge_command(producer_install, tmp_path, *command)
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert f"pip install 'sensorstream[{extra}]'" in result.stderr, result.stderr[-3000:]
 
@@ -163,10 +160,6 @@ def test_a_command_of_another_role_names_its_extra(
 def test_dev_tooling_is_a_source_checkout_away(
     producer_install: Path, tmp_path: Path, command: list[str]
 ) -> None:
-    result = run(
-        [str(producer_install / "bin" / "sensorstream"), *command],
-        cwd=tmp_path,
-        env=edge_env(producer_install),
-    )
+    result = edge_command(producer_install, tmp_path, *command)
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert "development tooling" in result.stderr and "make demo" in result.stderr, result.stderr
