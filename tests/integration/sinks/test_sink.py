@@ -98,6 +98,21 @@ def sink_settings(unique: str, **overrides) -> SinkSettings:
     )
 
 
+def sink_process_env(kafka, schema_registry, unique: str, lake_uri: str, **extra: str) -> dict:
+    """The environment of a `sensorstream sink` process with `sink_settings`' topics."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "SCHEMA_REGISTRY_URL": schema_registry.url,
+        "SENSORSTREAM_LAKE_URI": lake_uri,
+        "SENSORSTREAM_SINK_CONSUMER_GROUP": f"sink-{unique}",
+        "SENSORSTREAM_SINK_TOPICS": json.dumps([f"^t\\.{unique}\\..+"]),
+        "SENSORSTREAM_SINK_TOPIC_PREFIX": f"t.{unique}.",
+        "SENSORSTREAM_SINK_DEAD_LETTER_TOPIC": f"t.{unique}.dlq",
+        **extra,
+    }
+
+
 def lake(kind: str, tmp_path, s3, s3_bucket, unique) -> tuple[str, dict | None]:
     if kind == "local":
         return str(tmp_path / "lake"), None
@@ -312,19 +327,15 @@ def test_kill_9_between_commits_lands_everything_once(
         topics.raw("raw", b"poison %d" % chunk)  # dead rows: the DLQ table commits first
     topics.flush()
     lake_uri = str(tmp_path / "lake")
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": schema_registry.url,
-        "SENSORSTREAM_LAKE_URI": lake_uri,
-        "SENSORSTREAM_SINK_CONSUMER_GROUP": f"sink-{unique}",
-        "SENSORSTREAM_SINK_TOPICS": json.dumps([f"^t\\.{unique}\\..+"]),
-        "SENSORSTREAM_SINK_TOPIC_PREFIX": f"t.{unique}.",
-        "SENSORSTREAM_SINK_DEAD_LETTER_TOPIC": f"t.{unique}.dlq",
-        "SENSORSTREAM_SINK_POLL_BATCH": "300",
-        "SENSORSTREAM_SINK_DEFAULTS": json.dumps({"max_rows": 300}),
-        "SENSORSTREAM_SINK_INSTANCE_ID": "sink-1",
-    }
+    env = sink_process_env(
+        kafka,
+        schema_registry,
+        unique,
+        lake_uri,
+        SENSORSTREAM_SINK_POLL_BATCH="300",
+        SENSORSTREAM_SINK_DEFAULTS=json.dumps({"max_rows": 300}),
+        SENSORSTREAM_SINK_INSTANCE_ID="sink-1",
+    )
     cmd = [sys.executable, "-m", "sensorstream", "sink", "--once"]
     doomed = subprocess.run(
         cmd,
@@ -472,17 +483,9 @@ def test_a_kill_around_a_retention_gaps_dead_letter_neither_loses_nor_repeats_it
     for future in admin.delete_records([TopicPartition(topic, p, 35) for p in (0, 1)]).values():
         future.result(30)
 
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": schema_registry.url,
-        "SENSORSTREAM_LAKE_URI": lake_uri,
-        "SENSORSTREAM_SINK_CONSUMER_GROUP": f"sink-{unique}",
-        "SENSORSTREAM_SINK_TOPICS": json.dumps([f"^t\\.{unique}\\..+"]),
-        "SENSORSTREAM_SINK_TOPIC_PREFIX": f"t.{unique}.",
-        "SENSORSTREAM_SINK_DEAD_LETTER_TOPIC": f"t.{unique}.dlq",
-        "SENSORSTREAM_FAILPOINTS": f"{crash_point}=1",
-    }
+    env = sink_process_env(
+        kafka, schema_registry, unique, lake_uri, SENSORSTREAM_FAILPOINTS=f"{crash_point}=1"
+    )
     doomed = subprocess.run(
         [sys.executable, "-m", "sensorstream", "sink", "--once"],
         env=env,

@@ -695,17 +695,35 @@ def test_a_commit_whose_response_is_lost_is_not_repeated(
 # --- 4. the memory bound ------------------------------------------------------------------------
 
 
-def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp_path, unique):
-    routes = ["a", "b", "c", "d"]
-    per_route, bound, poll = 2_500, 2_000, 500
+NEVER_DUE = TableSettings(max_rows=1_000_000, max_bytes=1 << 30, max_latency_s=600)
+"""Tables that never flush on their own: every flush before the end is the memory bound's."""
+
+
+def route_ids(n: int, per_route: int) -> range:
+    """The readings of the `n`th route of a memory bound test."""
+    return range(n * per_route + 1, (n + 1) * per_route + 1)
+
+
+def backlog_per_route(kafka, schema_registry, unique: str, routes: list[str], per_route: int):
+    """A topic per route, with its `route_ids` spread over two partitions."""
     topics = Topics(kafka, schema_registry.url, unique)
     topics.create(*routes)
     for n, route in enumerate(routes):
-        send_spread(topics, route, range(n * per_route + 1, (n + 1) * per_route + 1), 2)
+        send_spread(topics, route, route_ids(n, per_route), 2)
+
+
+def assert_each_route_once(lake_uri: str, routes: list[str], per_route: int) -> None:
+    for n, route in enumerate(routes):
+        assert_exactly_once(table_rows(f"{lake_uri}/{route}", None), set(route_ids(n, per_route)))
+
+
+def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp_path, unique):
+    routes = ["a", "b", "c", "d"]
+    per_route, bound, poll = 2_500, 2_000, 500
+    backlog_per_route(kafka, schema_registry, unique, routes, per_route)
     lake_uri = str(tmp_path / "lake")
-    slow = TableSettings(max_rows=1_000_000, max_bytes=1 << 30, max_latency_s=600)
     settings: SinkSettings = sink_settings(
-        unique, max_buffered_rows=bound, poll_batch=poll, defaults=slow, routes={}
+        unique, max_buffered_rows=bound, poll_batch=poll, defaults=NEVER_DUE, routes={}
     )
     sink = DeltaSink(settings, connection_for(kafka, schema_registry, s3, lake_uri))
 
@@ -734,11 +752,7 @@ def test_buffering_stays_within_the_memory_bound(kafka, schema_registry, s3, tmp
     assert max(before for before, _, _ in seen) > bound, "the bound was never reached"
     # 10000 rows through a 2000-row bound: at least (10000 - 2000) / 2500 bound flushes.
     assert loop_commits >= 4, seen
-    for n, route in enumerate(routes):
-        assert_exactly_once(
-            table_rows(f"{lake_uri}/{route}", None),
-            set(range(n * per_route + 1, (n + 1) * per_route + 1)),
-        )
+    assert_each_route_once(lake_uri, routes, per_route)
     print(f"peak buffered {max(b for b, _, _ in seen)}, {loop_commits} bound flushes")
 
 
@@ -765,14 +779,10 @@ def test_held_bytes_stay_within_the_byte_bound(kafka, schema_registry, s3, tmp_p
     and the bound's flushes land every record exactly once."""
     routes = ["a", "b", "c", "d"]
     per_route, bound = 5_000, 1024 * 1024
-    topics = Topics(kafka, schema_registry.url, unique)
-    topics.create(*routes)
-    for n, route in enumerate(routes):
-        send_spread(topics, route, range(n * per_route + 1, (n + 1) * per_route + 1), 2)
+    backlog_per_route(kafka, schema_registry, unique, routes, per_route)
     lake_uri = str(tmp_path / "lake")
-    slow = TableSettings(max_rows=1_000_000, max_bytes=1 << 30, max_latency_s=600)
     settings: SinkSettings = sink_settings(
-        unique, max_buffered_bytes=bound, poll_batch=500, defaults=slow, routes={}
+        unique, max_buffered_bytes=bound, poll_batch=500, defaults=NEVER_DUE, routes={}
     )
     metrics = HeldMemory()
     result = DeltaSink(
@@ -788,11 +798,7 @@ def test_held_bytes_stay_within_the_byte_bound(kafka, schema_registry, s3, tmp_p
     assert max(held) > bound // 2, max(held)
     assert metrics.batches > len(routes), metrics.batches
     assert held[-1] == 0  # all landed
-    for n, route in enumerate(routes):
-        assert_exactly_once(
-            table_rows(f"{lake_uri}/{route}", None),
-            set(range(n * per_route + 1, (n + 1) * per_route + 1)),
-        )
+    assert_each_route_once(lake_uri, routes, per_route)
 
 
 def test_a_fenced_consumer_is_replaced_and_nothing_is_lost_or_doubled(
