@@ -27,17 +27,25 @@ M_ARENA_MAX = -8
 ARENAS = 2
 
 
+def _glibc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """glibc's function `name`, returning a C int, or None where there is none (musl, macOS)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
+
+
 def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     """Cap glibc's malloc arenas at `arenas`, unless `MALLOC_ARENA_MAX` already chose; True
     when the cap was set here. Elsewhere than glibc (musl, macOS) this does nothing."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     if mallopt(M_ARENA_MAX, arenas) != 1:  # mallopt returns 1 on success
         log.debug("mallopt(M_ARENA_MAX, %d) refused", arenas)
         return False
@@ -53,13 +61,8 @@ def release_free_memory() -> bool:
     `FreeMemoryRelease`), it kept the sink's RSS 60-80 MB lower on a backlog. Elsewhere than
     glibc it does nothing.
     """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return False
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return trim(0) == 1
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and trim(0) == 1
 
 
 RELEASE_EVERY_S = 5.0
