@@ -61,7 +61,13 @@ from sinks.landing import LandingWriter
 from sinks.malloc_arenas import FreeMemoryRelease, limit_malloc_arenas
 from sinks.metrics import SinkMetrics
 from sinks.observer import BatchTiming, SinkObserver
-from sinks.records import DecodedReadings, dead_letter_table, decode_readings, expired_dead_row
+from sinks.records import (
+    DeadRow,
+    DecodedReadings,
+    dead_letter_table,
+    decode_readings,
+    expired_dead_row,
+)
 from sinks.settings import SinkSettings
 from sinks.tables import TableTarget, target_for
 
@@ -271,22 +277,29 @@ class DeltaSink:
         written commits nothing past the gap either, so the next assignment finds it again.
         """
         failpoint("sink.expired_found")
-        target = self.target(self.settings.dead_letter_topic)
-        writer = self.writer(target)
+        dlq = self.writer(self.target(self.settings.dead_letter_topic))
         now = datetime.now(UTC)
         while self._expired:
             gap = self._expired[0]
             row = expired_dead_row(gap, int(now.timestamp() * 1000))
             log.error("%s", row.reason)
-            noted = writer.txn_version(gap.topic, gap.partition)
+            noted = dlq.txn_version(gap.topic, gap.partition)
             if noted is None or noted < gap.last:
-                letters = dead_letter_table([], [row], target.settings.hourly, now)
-                writer.write(letters, {(gap.topic, gap.partition): gap.last})
+                self._write_dead_rows([row], {(gap.topic, gap.partition): gap.last}, now)
                 self.metrics.expired(gap.count)
-                with self._shared:
-                    self.dead_letters += 1
             self._expired.pop(0)  # only once its row is in the table
         failpoint("sink.expired_written")
+
+    def _write_dead_rows(
+        self, rows: list[DeadRow], offsets: dict[tuple[str, int], int], now: datetime
+    ) -> None:
+        """Write `rows` to the dead-letter table, `offsets` (last offset per topic-partition)
+        as their txn versions there, and count them: a batch's records that cannot land, or
+        a retention gap's notice."""
+        target = self.target(self.settings.dead_letter_topic)
+        self.writer(target).write(dead_letter_table([], rows, target.settings.hourly, now), offsets)
+        with self._shared:
+            self.dead_letters += len(rows)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
@@ -572,11 +585,7 @@ class DeltaSink:
         else:
             table, dead = decoded, []
         if dead:
-            dlq_target = self.target(self.settings.dead_letter_topic)
-            letters = dead_letter_table([], dead, dlq_target.settings.hourly, now)
-            self.writer(dlq_target).write(letters, last_offsets)
-            with self._shared:
-                self.dead_letters += len(dead)
+            self._write_dead_rows(dead, last_offsets, now)
             self.metrics.dead_rows(dead)
             log.warning(
                 "%d records of %s went to the dead-letter table, e.g. %s",
