@@ -77,6 +77,21 @@ class Topics:
         assert self.producer.flush(30) == 0
 
 
+def send_spread(topics: Topics, route: str, ids: range, partitions: int) -> None:
+    """Readings `ids` to `route`, record i to partition i % partitions (every partition busy)."""
+    schema = curated_schema()
+    name = topics.name(route)
+    encoder = AvroEncoder(schema, topics.registry.register_value_schema(name, schema))
+    for i in ids:
+        record = reading(i)
+        topics.producer.produce(
+            name, encoder.encode(record), record["sensor_id"].encode(), partition=i % partitions
+        )
+        if i % 1000 == 0:
+            topics.producer.poll(0)
+    topics.flush()
+
+
 def raw_readings(kafka, schema_registry, unique: str, ids: range) -> Topics:
     """Topics `raw` and `dlq`, with readings `ids` in `raw`."""
     topics = Topics(kafka, schema_registry.url, unique)
@@ -383,21 +398,13 @@ def test_records_past_retention_are_reported_in_the_dead_letter_table_once(
         finally:
             consumer.close()
 
-    schema = curated_schema()
-    encoder = AvroEncoder(schema, topics.registry.register_value_schema(topic, schema))
-
-    def send(ids: range) -> None:
-        for i in ids:
-            topics.producer.produce(topic, value=encoder.encode(reading(i)), partition=i % 2)
-        topics.flush()
-
-    send(range(1, 41))
+    send_spread(topics, "raw", range(1, 41), 2)
     lake_uri = str(tmp_path / "lake")
     connection = connection_for(kafka, schema_registry, s3, lake_uri)
     assert DeltaSink(sink_settings(unique), connection).run().rows["raw"] == 40
     read = log_ends()  # where the sink's consumer offsets now stand
 
-    send(range(41, 101))
+    send_spread(topics, "raw", range(41, 101), 2)
     ends = log_ends()
     assert all(ends[p] - read[p] == 30 for p in (0, 1))
     # Retention, made deterministic: partition 0 loses everything new, partition 1 its
@@ -459,13 +466,6 @@ def test_a_kill_around_a_retention_gaps_dead_letter_neither_loses_nor_repeats_it
     topics = Topics(kafka, schema_registry.url, unique)
     topics.create("raw", "dlq")
     topic = topics.name("raw")
-    schema = curated_schema()
-    encoder = AvroEncoder(schema, topics.registry.register_value_schema(topic, schema))
-
-    def send(ids: range) -> None:
-        for i in ids:
-            topics.producer.produce(topic, value=encoder.encode(reading(i)), partition=i % 2)
-        topics.flush()
 
     group = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"sink-{unique}"})
     partitions = [TopicPartition(topic, p) for p in (0, 1)]
@@ -473,12 +473,13 @@ def test_a_kill_around_a_retention_gaps_dead_letter_neither_loses_nor_repeats_it
     def committed() -> dict[int, int]:
         return {tp.partition: tp.offset for tp in group.committed(partitions, timeout=30)}
 
-    send(range(1, 41))  # offsets 0-19 on each partition
+    send_spread(topics, "raw", range(1, 41), 2)  # offsets 0-19 on each partition
     lake_uri = str(tmp_path / "lake")
     connection = connection_for(kafka, schema_registry, s3, lake_uri)
     assert DeltaSink(sink_settings(unique), connection).run().rows["raw"] == 40
     assert committed() == {0: 20, 1: 20}
-    send(range(41, 101))  # offsets 20-49; retention then takes 20-34 of each partition
+    # Offsets 20-49; retention then takes 20-34 of each partition.
+    send_spread(topics, "raw", range(41, 101), 2)
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     for future in admin.delete_records([TopicPartition(topic, p, 35) for p in (0, 1)]).values():
         future.result(30)

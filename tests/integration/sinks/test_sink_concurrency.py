@@ -27,8 +27,6 @@ from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
 from infra.local_stack.object_store import s3_filesystem
-from schemas.avro_codec import AvroEncoder
-from schemas.value_schema import curated_schema
 from sensorstream.errors import PipelineError
 from sensorstream.settings import ConnectionSettings
 from sensorstream.topics import TopicSpec, ensure_topics
@@ -39,6 +37,7 @@ from tests.integration.sinks.test_sink import (
     Topics,
     connection_for,
     reading,
+    send_spread,
     sink_settings,
     table_rows,
 )
@@ -55,21 +54,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float, poll: flo
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
         time.sleep(poll)
-
-
-def send_spread(topics: Topics, route: str, ids: range, partitions: int) -> None:
-    """Readings `ids` to `route`, record i to partition i % partitions (every partition busy)."""
-    schema = curated_schema()
-    name = topics.name(route)
-    encoder = AvroEncoder(schema, topics.registry.register_value_schema(name, schema))
-    for i in ids:
-        record = reading(i)
-        topics.producer.produce(
-            name, encoder.encode(record), record["sensor_id"].encode(), partition=i % partitions
-        )
-        if i % 1000 == 0:
-            topics.producer.poll(0)
-    topics.flush()
 
 
 def assert_exactly_once(rows: pa.Table, expected_rowids: set[int]) -> None:

@@ -23,12 +23,17 @@ from sinks.app import DeltaSink
 from sinks.landing import LandingWriter
 from sinks.settings import SinkSettings, TableSettings
 from sinks.tables import app_id
-from tests.integration.sinks.test_sink import Topics, connection_for, sink_settings, table_rows
+from tests.integration.sinks.test_sink import (
+    Topics,
+    connection_for,
+    send_spread,
+    sink_settings,
+    table_rows,
+)
 from tests.integration.sinks.test_sink_concurrency import (
     Feeder,
     SinkThread,
     end_offsets,
-    send_spread,
     stop,
     wait_for,
 )
