@@ -21,6 +21,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from sensorstream.errors import PipelineError
 from sinks.delta_writer import DeltaTableWriter
 from sinks.tables import app_id
 from tests.unit.sinks.test_delta_writer_txn import TOPIC, landed, rows, write, writer_for
@@ -48,7 +49,7 @@ def check_then_write(writer: DeltaTableWriter, spans: dict[int, range]) -> int:
 
 
 def test_a_checked_batch_reads_its_table_once(tmp_path: Path, counted_reads: list[str]) -> None:
-    writer = writer_for(tmp_path)
+    writer = writer_for(tmp_path, view_reuse_s=0)  # no recent view to go on
     assert write(writer, {0: range(0, 10)}) == 10
     counted_reads.clear()
 
@@ -57,14 +58,55 @@ def test_a_checked_batch_reads_its_table_once(tmp_path: Path, counted_reads: lis
     assert len(counted_reads) == 1, counted_reads
 
 
-def test_a_write_without_a_check_reads_its_table(tmp_path: Path, counted_reads: list[str]) -> None:
+def test_the_next_batch_goes_on_the_view_the_last_commit_left(
+    tmp_path: Path, counted_reads: list[str]
+) -> None:
     writer = writer_for(tmp_path)
+    assert check_then_write(writer, {0: range(0, 10)}) == 10
+    counted_reads.clear()
+
+    for start in range(10, 50, 10):
+        assert check_then_write(writer, {0: range(start, start + 10)}) == 10
+
+    assert counted_reads == []
+    assert landed(writer.target.uri) == {(0, o): 1 for o in range(50)}
+
+
+def test_a_view_older_than_the_reuse_age_is_read_again(
+    tmp_path: Path, counted_reads: list[str]
+) -> None:
+    writer = writer_for(tmp_path, view_reuse_s=0)
+    assert check_then_write(writer, {0: range(0, 10)}) == 10
+    counted_reads.clear()
+
+    assert check_then_write(writer, {0: range(10, 20)}) == 10
+
+    assert len(counted_reads) == 1, counted_reads
+
+
+def test_a_write_without_a_check_reads_its_table(tmp_path: Path, counted_reads: list[str]) -> None:
+    writer = writer_for(tmp_path, view_reuse_s=0)
     assert check_then_write(writer, {0: range(0, 10)}) == 10
     counted_reads.clear()
 
     assert write(writer, {0: range(10, 20)}) == 10  # the check's read is used up
 
     assert len(counted_reads) == 1, counted_reads
+
+
+def test_another_writers_commit_after_our_last_is_not_written_twice(tmp_path: Path) -> None:
+    """The view the last commit left is behind once another writer commits: the commit's
+    conflict check (the same partitions' txn app ids) sends the batch back to be re-read."""
+    ours = writer_for(tmp_path)
+    assert check_then_write(ours, {0: range(0, 10), 1: range(0, 10)}) == 20
+    other = DeltaTableWriter(ours.target, None)
+    assert write(other, {0: range(10, 25)}) == 15  # e.g. the partition's previous owner
+
+    assert check_then_write(ours, {0: range(10, 30), 1: range(10, 20)}) == 15
+
+    counts = landed(ours.target.uri)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1][:5]
+    assert set(counts) == {(0, o) for o in range(30)} | {(1, o) for o in range(20)}
 
 
 def test_a_commit_landing_after_the_check_is_not_written_twice(tmp_path: Path) -> None:
@@ -147,3 +189,24 @@ def test_a_log_cleaned_up_under_it_is_looked_up_again(tmp_path: Path) -> None:
 
     ours._refresh()
     assert ours._versions(ours._table, [(TOPIC, 0)]) == {(TOPIC, 0): 19}
+
+
+def test_a_column_another_writer_added_with_another_type_since_the_view_fails_loudly(
+    tmp_path: Path,
+) -> None:
+    """Two sinks merging the same new column with different types within seconds: the view
+    this writer's last commit left does not show the other's column yet, so its check passes;
+    the commit's conflict check (a schema change) sends it back to a fresh read, where the
+    batch no longer fits. It fails naming the column and the remedy, and writes nothing."""
+    ours = writer_for(tmp_path)
+    assert check_then_write(ours, {0: range(0, 10)}) == 10
+    other = DeltaTableWriter(ours.target, None)
+    theirs = rows({1: range(0, 5)}).append_column("y", pa.array(["a"] * 5, pa.string()))
+    assert other.write(theirs, {(TOPIC, 1): 4}) == 5
+
+    batch = rows({0: range(10, 20)}).append_column("y", pa.array(range(10), pa.int64()))
+    assert ours.misfits(batch.schema) == []  # the view its own commit left
+    with pytest.raises(PipelineError, match=r"y is int64.*restart"):
+        ours.write(batch, {(TOPIC, 0): 19})
+
+    assert set(landed(ours.target.uri)) == {(0, o) for o in range(10)} | {(1, o) for o in range(5)}

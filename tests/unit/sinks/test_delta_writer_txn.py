@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -53,9 +54,9 @@ def landed(uri: str) -> Counter:
     )
 
 
-def writer_for(tmp_path: Path) -> DeltaTableWriter:
+def writer_for(tmp_path: Path, **options: Any) -> DeltaTableWriter:
     settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
-    return DeltaTableWriter(target_for(TOPIC, settings, str(tmp_path)), None)
+    return DeltaTableWriter(target_for(TOPIC, settings, str(tmp_path)), None, **options)
 
 
 def test_a_stale_partition_keeps_its_txn_version_in_a_mixed_batch(tmp_path: Path) -> None:
