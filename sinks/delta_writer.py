@@ -207,7 +207,7 @@ class DeltaTableWriter:
         few seconds and 7 days of log kept, that is a LIST of some 200,000 keys (200 requests)
         per commit. Expired files that age past the retention between checkpoints go with the
         next one. A failed cleanup loses nothing: the next checkpoint's cleanup takes them.
-        With a checkpoint every 10 commits, only every `log_cleanup_every` commits' checkpoint
+        With a checkpoint every 20 commits, only every `log_cleanup_every` commits' checkpoint
         cleans (`sinks.table_log.cleanup_interval`), so the listing stays as rare as before.
         """
         table = self._table

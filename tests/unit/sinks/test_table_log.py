@@ -47,7 +47,7 @@ def test_a_new_table_gets_the_log_settings(tmp_path):
     assert writer.write(batch(0), {(TOPIC, 0): 2}) == 3
     configuration = DeltaTable(writer.target.uri).metadata().configuration
     assert configuration["delta.logRetentionDuration"] == "interval 7 days"
-    assert configuration["delta.checkpointInterval"] == "10"  # Delta's default
+    assert configuration["delta.checkpointInterval"] == "20"
 
 
 def test_the_retention_follows_the_sink_setting(tmp_path, monkeypatch):
