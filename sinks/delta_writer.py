@@ -216,7 +216,7 @@ class DeltaTableWriter:
         configuration = table.metadata().configuration
         if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
             return
-        interval = int(configuration.get(CHECKPOINT_INTERVAL) or self.checkpoint_interval)
+        interval = self._table_checkpoint_interval(table)
         if (table.version() + 1) % cleanup_interval(interval, self.log_cleanup_every):
             return
         try:
@@ -228,6 +228,12 @@ class DeltaTableWriter:
                 exc,
             )
 
+    def _table_checkpoint_interval(self, table: DeltaTable) -> int:
+        """The interval delta-rs checkpoints this table at: its own `delta.checkpointInterval`
+        (a table created by an earlier release, or set by an operator), else this writer's."""
+        configured = table.metadata().configuration.get(CHECKPOINT_INTERVAL)
+        return int(configured or self.checkpoint_interval)
+
     def _reopen_after_checkpoint(self) -> None:
         """Let the next refresh open the table afresh once a checkpoint has been written.
 
@@ -236,15 +242,14 @@ class DeltaTableWriter:
         emergency table every second grew by 115 MB in 30 minutes, which would be gigabytes
         in a week. Opened from a checkpoint, the table's state starts small again, and the
         open reads the checkpoint and few commits. delta-rs writes a checkpoint at the
-        versions v with (v + 1) % interval == 0; two intervals without landing on one (other
-        writers commit to the table too, or it was created with another interval) reopen
-        anyway.
+        versions v with (v + 1) % interval == 0, the table's own interval; two intervals
+        without landing on one (other writers commit to the table too) reopen anyway.
         """
         table = self._table
         if table is None or not self.reopen_after_checkpoint:
             return
         version = table.version()
-        interval = self.checkpoint_interval
+        interval = self._table_checkpoint_interval(table)
         if (version + 1) % interval == 0 or version - self._opened_version >= 2 * interval:
             self._table = None
 

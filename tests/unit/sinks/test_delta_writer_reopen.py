@@ -69,3 +69,24 @@ def test_reopen_after_checkpoint_off_keeps_one_table_as_the_earlier_writer_did(
         assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
         assert writer._table is first
     assert DeltaTable(target.uri).count() == 39
+
+
+def test_a_table_with_its_own_interval_is_reopened_at_its_own_checkpoints(tmp_path: Path) -> None:
+    """A table created by an earlier release (or set by an operator) checkpoints at its own
+    `delta.checkpointInterval`: reopening at the writer's interval instead opened it at
+    versions with no checkpoint, replaying every commit since the last one."""
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    target = target_for(TOPIC, settings, str(tmp_path))
+    earlier = DeltaTableWriter(target, None, checkpoint_interval=8)
+    earlier.write(batch(0), {(TOPIC, 0): 2})  # version 0, created with interval 8
+    writer = DeltaTableWriter(target, None, checkpoint_interval=3)
+    objects, versions_at_reopen = [], []
+    for i in range(1, 20):
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+        table = writer._table
+        if not objects or table is not objects[-1]:
+            objects.append(table)
+            versions_at_reopen.append(table.version())
+    # opened at version 1 (its first write), then after the table's checkpoints: 7, 15
+    assert versions_at_reopen == [1, 7, 15]
+    assert DeltaTable(target.uri).count() == 60
