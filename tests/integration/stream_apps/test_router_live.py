@@ -468,13 +468,15 @@ def two_node_backlog(connection, tmp_path, names: Names, per_node: int) -> dict[
     return nodes
 
 
-def routed_backlog(connection, tmp_path, unique: str) -> tuple[Names, Path, dict[str, str]]:
-    """A test's names, its routing file, and its input holding 5,000 readings from each of two
-    nodes in two regions ({node_id: region})."""
+def routed_backlog(
+    connection, tmp_path, unique: str, per_node: int = 5_000
+) -> tuple[Names, Path, dict[str, str]]:
+    """A test's names, its routing file, and its input holding `per_node` readings from each of
+    two nodes in two regions ({node_id: region})."""
     names = Names(unique)
     routes = tmp_path / "routes.yaml"
     routes.write_text(routing_text(names), encoding="utf-8")
-    return names, routes, two_node_backlog(connection, tmp_path, names, 5_000)
+    return names, routes, two_node_backlog(connection, tmp_path, names, per_node)
 
 
 def assert_every_route_exactly_once(kafka, schema_registry, names: Names, nodes) -> set[Key]:
@@ -581,8 +583,9 @@ def raw_high_watermarks(bootstrap: str, topic: str) -> int:
 def test_kill_9_mid_stream_then_once_routes_each_record_once(
     kafka, schema_registry, connection, tmp_path, unique
 ):
-    names, routes, nodes = routed_backlog(connection, tmp_path, unique)
-    total = 20_000
+    # A backlog the router needs several seconds for, so that the kill lands mid-stream.
+    names, routes, nodes = routed_backlog(connection, tmp_path, unique, per_node=20_000)
+    total = 40_000
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -592,13 +595,12 @@ def test_kill_9_mid_stream_then_once_routes_each_record_once(
     }
     doomed = route_process(env, "--routes", str(routes))
     try:
-        # Wait for it to be producing into raw, then let it work ~2 s more and kill it.
+        # Wait for it to have produced a twentieth of the backlog into raw, then kill it.
         deadline = time.monotonic() + 180
-        while raw_high_watermarks(kafka.bootstrap_servers, names.topic("raw")) == 0:
+        while raw_high_watermarks(kafka.bootstrap_servers, names.topic("raw")) < total // 20:
             assert doomed.poll() is None, doomed.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the router never produced"
             time.sleep(0.1)
-        time.sleep(2)
         assert doomed.poll() is None, "the router exited before the kill"
         doomed.send_signal(signal.SIGKILL)
         doomed.communicate(timeout=30)
