@@ -9,7 +9,7 @@ not per value), everything else by fastavro, with the same bytes and records eit
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.avro_reader import FlatRecordReader
 from schemas.avro_writer import FlatRecordWriter
@@ -21,6 +21,9 @@ from schemas.registry import (
     wire_prefix,
 )
 from schemas.value_schema import parsed_schema
+
+if TYPE_CHECKING:
+    from schemas.registry_reader import SchemaReader
 
 
 class AvroEncoder:
@@ -59,7 +62,7 @@ class AvroDecoder:
     registry is a reason to wait, never a reason to dead-letter a good message.
     """
 
-    def __init__(self, registry: SchemaRegistry) -> None:
+    def __init__(self, registry: SchemaRegistry | SchemaReader) -> None:
         self.registry = registry
         # Per schema id: the schema and its reader, or why its messages cannot be read (ids
         # never change meaning, so a schema that is not an Avro record is asked for once).

@@ -3,14 +3,33 @@ bodies in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, 
 
 from __future__ import annotations
 
+import importlib
 import json
 import struct
-from typing import Any
-
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
+from typing import TYPE_CHECKING, Any
 
 from sensorstream.errors import PipelineError
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+# confluent-kafka's registry client (authlib, httpx, cryptography: about 21 MB resident) is
+# imported when a `SchemaRegistry` is made, not with this module: the sink uses only the wire
+# format from here and reads schemas with `schemas.registry_reader`.
+_CLIENT_NAMES = {
+    "Schema": "confluent_kafka.schema_registry",
+    "SchemaRegistryClient": "confluent_kafka.schema_registry",
+    "SchemaRegistryError": "confluent_kafka.schema_registry.error",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLIENT_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "IncompatibleSchema",
@@ -51,6 +70,8 @@ def read_wire_header(message: bytes) -> int:
 
 class SchemaRegistry:
     def __init__(self, config: dict[str, str]) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
         self.client = SchemaRegistryClient(config)
         self._compatibility_set: set[str] = set()
 
@@ -60,6 +81,8 @@ class SchemaRegistry:
         Registering an identical schema again returns the existing id, so this is safe to call
         on every start.
         """
+        from confluent_kafka.schema_registry import Schema, SchemaRegistryError
+
         subject = f"{topic}-value"
         self._require_backward(subject)
         try:
@@ -80,6 +103,8 @@ class SchemaRegistry:
         incompatible schema (which would send the record to the dead-letter topic) but a rule
         another instance has just created. Setting it again is then an update, and succeeds.
         """
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         if subject in self._compatibility_set:
             return
         for attempt in range(_COMPATIBILITY_ATTEMPTS):
@@ -94,6 +119,8 @@ class SchemaRegistry:
     def schema_by_id(self, schema_id: int) -> Any:
         """The Avro schema registered under the global `schema_id` (parsed JSON: a record's is
         a dict), or None when there is none; NotAvroSchema for a JSON or Protobuf schema."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         try:
             registered = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
@@ -107,6 +134,8 @@ class SchemaRegistry:
 
     def value_schemas(self, topic: str) -> list[dict]:
         """Every registered version of `<topic>-value`, oldest first; empty when there is none."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         subject = f"{topic}-value"
         try:
             versions = self.client.get_versions(subject)
@@ -121,6 +150,8 @@ class SchemaRegistry:
 
     def latest_value_schema(self, topic: str) -> dict | None:
         """The latest registered schema of `<topic>-value`, or None when there is none."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         try:
             registered = self.client.get_latest_version(f"{topic}-value")
         except SchemaRegistryError as exc:

@@ -46,7 +46,7 @@ from confluent_kafka import (
 )
 
 from schemas.avro_codec import AvroDecoder
-from schemas.registry import SchemaRegistry
+from schemas.registry_reader import SchemaReader
 from sensorstream.end_offsets import EndOffsets
 from sensorstream.errors import PipelineError
 from sensorstream.failpoints import failpoint
@@ -124,7 +124,7 @@ class DeltaSink:
         self.connection = connection
         self.stop = stop or threading.Event()
         self.storage_options = connection.storage_options() or None
-        self.decoder = AvroDecoder(SchemaRegistry(connection.schema_registry_config()))
+        self.decoder = AvroDecoder(SchemaReader(connection.schema_registry_config()))
         self._targets: dict[str, TableTarget] = {}
         self._writers: dict[str, DeltaTableWriter] = {}
         self._release_free_memory = FreeMemoryRelease()
