@@ -24,8 +24,10 @@ Delta table on the stack's S3 server.
 - Reported: per variant the median over rounds; the ratios new / old of rows/s and of peak
   RSS; the load average at the start and the end.
 
-`--variant NAME=JSON` adds a variant: the `sink:` settings in JSON on top of the defaults, and
-under "environment" variables for its process (for trying one setting at a time).
+`--variant NAME=JSON` adds a variant: the `sink:` settings in JSON on top of the defaults,
+under "environment" variables for its process (for trying one setting at a time), and under
+"checkout" another source tree to run the sink from (an earlier commit's, extracted with
+`git archive`), to compare code, not only settings, in one run.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ OLD_DEFAULTS: dict[str, Any] = {
     "fetch_queue_kbytes": 65536,
     "fetch_queue_records": 100_000,
     "defaults": {"max_rows": 100_000, "max_bytes": 64 * 1024 * 1024},
+    "decode_ahead_bytes": 2**40,
 }
 """The memory-related sink settings before the memory bound was by bytes: what the old
 defaults were, passed explicitly (a byte bound out of reach stands for "none")."""
@@ -111,15 +114,20 @@ def _descendants(pid: int) -> list[int]:
 
 
 def run_sink(
-    config: Path, lake: str, timeout: float, environment: dict[str, str] | None = None
+    config: Path,
+    lake: str,
+    timeout: float,
+    environment: dict[str, str] | None = None,
+    checkout: Path = REPO,
 ) -> dict[str, Any]:
-    """`sensorstream sink --once --config config` into `lake`, in a process of its own: its
-    peak RSS (sampled), CPU seconds, wall time and what it printed."""
+    """`sensorstream sink --once --config config` into `lake`, in a process of its own, run
+    from the source tree `checkout`: its peak RSS (sampled), CPU seconds, wall time and what
+    it printed."""
     with tempfile.TemporaryFile(mode="w+") as log_file:
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-m", "sensorstream", "sink", "--once", "--config", str(config)],
-            cwd=REPO,
+            cwd=checkout,  # `-m` imports the code of the directory it runs in first
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
@@ -194,10 +202,11 @@ def _one(
 ) -> dict[str, Any]:
     extra = dict(extra)
     environment = extra.pop("environment", None)
+    checkout = Path(extra.pop("checkout", REPO))
     config = _config(work / f"{variant}-{round_no}.yaml", run_id, variant, round_no, topic, extra)
     _log(f"round {round_no}, {variant}: sink settings {json.dumps(extra)}, env {environment}")
     lake = f"s3://sensorstream-bench/{run_id}/{variant}-{round_no}/lake"
-    result = run_sink(config, lake, records / 2000 + 600, environment)
+    result = run_sink(config, lake, records / 2000 + 600, environment, checkout)
     table = check_table(f"{lake}/raw", records)
     if not table["exact"] or result["dead_letters"] or result["rows"] != records:
         raise RuntimeError(f"{variant}: the table is not exact: {table}, {result}")

@@ -368,6 +368,7 @@ def _polars_table(
         df = pl.read_avro(io.BytesIO(blob))
     except (Exception, PanicException) as exc:  # OSError, ComputeError, panics on bad data
         raise ValueError(f"polars: {type(exc).__name__}: {exc}") from None
+    del blob  # read: not held beside the frame and its Arrow copies made below
     if df.height != len(bodies) or not (df.get_column(frame) == nonce).all():
         raise ValueError("a body is not exactly one record (the block is mis-framed)")
     if prefix:

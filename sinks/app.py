@@ -58,7 +58,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.flusher import FlushLanes
 from sinks.gc_pause import quiet_gc
 from sinks.landing import LandingWriter
-from sinks.malloc_arenas import FreeMemoryRelease, limit_malloc_arenas
+from sinks.malloc_arenas import FreeMemoryRelease, fix_mmap_threshold, limit_malloc_arenas
 from sinks.metrics import SinkMetrics
 from sinks.observer import BatchTiming, SinkObserver
 from sinks.records import (
@@ -136,6 +136,7 @@ class DeltaSink:
             self._commit_offsets,
             background=settings.background_flush,
             on_blocked=observer.lanes_waited if observer else None,
+            ahead_bytes=settings.decode_ahead_bytes,
         )
         # Flush threads of several tables meet here: the dead-letter table's writer, created
         # by whichever needs it first, and the dead-letter count.
@@ -399,6 +400,7 @@ class DeltaSink:
         read to where it ended when it was assigned, then land what is buffered."""
         started = time.monotonic()
         limit_malloc_arenas()  # before the first flush thread
+        fix_mmap_threshold()  # before the first batch
         consumer = self._subscribe()
         observer, clock = self.observer, time.perf_counter
         try:

@@ -329,7 +329,10 @@ class DeltaTableWriter:
 
     @staticmethod
     def _unwritten(data: pa.Table, versions: dict[tuple[str, int], int | None]) -> pa.Table:
-        """The rows of `data` past the table's txn `versions`, partition by partition."""
+        """The rows of `data` past the table's txn `versions`, partition by partition.
+
+        `data` itself when every row is new (nearly every batch): filtering would copy the
+        whole batch, a second copy of it held while delta-rs writes it."""
         keep = None
         for (topic, partition), version in versions.items():
             if version is None:
@@ -342,7 +345,9 @@ class DeltaTableWriter:
                 pc.less_equal(data.column("_kafka_offset"), version),
             )
             keep = pc.invert(stale) if keep is None else pc.and_(keep, pc.invert(stale))
-        return data if keep is None else data.filter(keep)
+        if keep is None or (keep.null_count == 0 and pc.all(keep).as_py()):
+            return data
+        return data.filter(keep)
 
     @staticmethod
     def _advancing(

@@ -17,8 +17,9 @@ The exactly-once protocol stays serial where it matters, within a lane:
 * A table's batches are committed one at a time, in the order they were handed over, so a
   table's txn version for a partition only ever grows (a later batch committed first would
   make the table drop the earlier batch's rows as "already written"). Only their preparation
-  (decoding, which does not look at the table) runs ahead, one batch deep; whether a batch's
-  schemas fit the table is decided in its commit step, after the previous batch's commit.
+  (decoding, which does not look at the table) runs ahead, one batch deep, and only while the
+  batch being committed is small (`AHEAD_BYTES`); whether a batch's schemas fit the table is
+  decided in its commit step, after the previous batch's commit.
 * A flush's result (the offsets it covers) is handed back on the sink's own thread, which
   commits the consumer offsets only then: never past a batch that is not in its table.
 * A flush that failed fails the sink at the next `poll`, `wait` or `submit`; nothing handed
@@ -39,6 +40,11 @@ P = TypeVar("P")
 
 DEPTH = 2
 """Batches of one table in flight: one committing while the next one decodes."""
+AHEAD_BYTES = 4 * 1024 * 1024
+"""A table's next batch decodes while its previous one commits only while the batches in
+flight hold fewer bytes than this: two large batches at once (one's Avro block, polars frame
+and Arrow copies beside the other's write buffers) were most of the sink's peak memory when
+catching up, while small batches (a route's few seconds of records) still decode ahead."""
 
 
 class EarlierFlushFailed(Exception):
@@ -52,11 +58,16 @@ class Flusher(Generic[R]):
     `submit`."""
 
     def __init__(
-        self, on_done: Callable[[R], None], background: bool = True, depth: int = DEPTH
+        self,
+        on_done: Callable[[R], None],
+        background: bool = True,
+        depth: int = DEPTH,
+        ahead_bytes: int = AHEAD_BYTES,
     ) -> None:
         self.on_done = on_done
         self.background = background
         self.depth = depth
+        self.ahead_bytes = ahead_bytes
         self._pending: deque[tuple[Future[R], int, int]] = deque()
 
     @property
@@ -69,8 +80,11 @@ class Flusher(Generic[R]):
 
     @property
     def busy(self) -> bool:
-        """As many flushes in flight as the lane takes: another would have to wait."""
-        return len(self._pending) >= self.depth
+        """As many flushes in flight as the lane takes, or those in flight hold `ahead_bytes`
+        or more: another would have to wait."""
+        if len(self._pending) >= self.depth:
+            return True
+        return bool(self._pending) and self.bytes_in_flight >= self.ahead_bytes
 
     def submit(
         self, prepare: Callable[[], P], commit: Callable[[P], R], rows: int, size: int = 0
@@ -127,9 +141,12 @@ class FlushLanes(Generic[K, R]):
         on_done: Callable[[R], None],
         background: bool = True,
         on_blocked: Callable[[float, float], None] | None = None,
+        ahead_bytes: int = AHEAD_BYTES,
     ) -> None:
         self.on_done = on_done
         self.background = background
+        self.ahead_bytes = ahead_bytes
+        """See `Flusher`: a lane's next batch decodes ahead only below this many bytes."""
         self.on_blocked = on_blocked
         """Given the `time.perf_counter()` start and end of each `submit` and `wait` call: the
         time the caller spent handing a flush over or blocked on lanes."""
@@ -138,7 +155,9 @@ class FlushLanes(Generic[K, R]):
     def lane(self, key: K) -> Flusher[R]:
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = Flusher(self.on_done, self.background)
+            lane = self._lanes[key] = Flusher(
+                self.on_done, self.background, ahead_bytes=self.ahead_bytes
+            )
         return lane
 
     @property

@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorstream.metrics import SINK_METRICS_PORT, metrics_host_field, metrics_port_field
 from sensorstream.settings import LayeredSettings
+from sinks.flusher import AHEAD_BYTES
 from sinks.table_log import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_LOG_RETENTION_HOURS,
@@ -36,7 +37,7 @@ class TableSettings(BaseModel):
     )
     max_rows: int = Field(100_000, ge=1)
     max_bytes: int = Field(
-        16 * 1024 * 1024,
+        8 * 1024 * 1024,
         ge=1024,
         description="flush at this many bytes of records (values plus 64 bytes each): a "
         "batch's size bounds what decoding and writing it hold at once",
@@ -88,6 +89,13 @@ class SinkSettings(LayeredSettings):
         ge=1,
         description="records the Kafka consumer prefetches per partition (librdkafka "
         "queued.min.messages)",
+    )
+    decode_ahead_bytes: int = Field(
+        AHEAD_BYTES,
+        ge=0,
+        description="a table's next batch is decoded while its previous one is written only "
+        "while that one holds fewer bytes than this (0: never): large batches, when catching "
+        "up, are decoded one at a time, which lowers the sink's peak memory",
     )
     poll_batch: int = Field(5000, ge=1, le=100_000)
     background_flush: bool = Field(

@@ -107,3 +107,29 @@ def test_write_seconds_adds_up_the_time_spent_in_write(tmp_path: Path) -> None:
     assert first > 0
     write(writer, {0: range(0, 10)})  # nothing new: still time spent reading the table
     assert writer.write_seconds > first
+
+
+def test_a_batch_of_only_new_rows_is_written_without_a_copy(tmp_path: Path, monkeypatch) -> None:
+    """Filtering a batch the table holds none of would copy all of it: a second copy of the
+    batch in memory while delta-rs writes it."""
+    import sinks.delta_writer as delta_writer
+
+    handed: list[pa.Table] = []
+    real = delta_writer.write_deltalake
+
+    def recording(table_or_uri, data, **kwargs):
+        handed.append(data)
+        return real(table_or_uri, data, **kwargs)
+
+    monkeypatch.setattr(delta_writer, "write_deltalake", recording)
+    writer = writer_for(tmp_path)
+    write(writer, {0: range(0, 10), 1: range(0, 10)})
+    batch = rows({0: range(10, 20), 1: range(10, 20)})
+    assert writer.write(batch, {(TOPIC, 0): 19, (TOPIC, 1): 19}) == 20
+    assert handed[-1] is batch
+    # a batch the table partly holds is still filtered
+    assert write(writer, {0: range(15, 25)}) == 5
+    assert handed[-1].num_rows == 5
+    assert landed(writer.target.uri) == Counter(
+        {(p, o): 1 for p, last in ((0, 25), (1, 20)) for o in range(last)}
+    )

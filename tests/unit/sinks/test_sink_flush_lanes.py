@@ -84,6 +84,42 @@ def test_the_next_batch_decodes_while_the_previous_one_commits() -> None:
     assert landed == ["first", "second"]
 
 
+def test_a_large_batch_being_committed_holds_back_the_next_ones_decoding() -> None:
+    """Two large batches at once (one decoding, one being written) were most of the sink's
+    peak memory while catching up: past `ahead_bytes` in flight, the next batch is handed over
+    only once the previous one has landed, so it is never decoded beside it."""
+    events: list[str] = []
+    guard = threading.Lock()
+    lanes: FlushLanes[str, str] = FlushLanes(lambda _: None, ahead_bytes=1000)
+
+    def note(what: str) -> None:
+        with guard:
+            events.append(what)
+
+    def commit(name: str) -> str:
+        note(f"commit {name} starts")
+        threading.Event().wait(0.05)  # the later decode would run meanwhile if allowed
+        note(f"commit {name} ends")
+        return name
+
+    def prepare(name: str):
+        return lambda: note(f"decode {name}") or name
+
+    lanes.submit("raw", prepare("small"), commit, rows=1, size=10)
+    assert not lanes.busy("raw")  # a small batch in flight: the next may decode ahead
+    lanes.wait()
+    lanes.submit("raw", prepare("large"), commit, rows=1, size=1000)
+    assert lanes.busy("raw")
+    lanes.submit("raw", prepare("next"), commit, rows=1, size=1000)
+    lanes.wait()
+    assert events.index("decode next") > events.index("commit large ends")
+
+    sizes = FlushLanes(lambda _: None)  # the default bound: batches of a backlog
+    sizes.submit("raw", lambda: None, lambda _: threading.Event().wait(0.05), 1, 8 << 20)
+    assert sizes.busy("raw")
+    sizes.wait()
+
+
 def test_results_reach_on_done_only_on_the_calling_thread() -> None:
     """Offsets are committed with the consumer, which belongs to the sink's own thread."""
     threads: list[str] = []
