@@ -273,9 +273,15 @@ def vacuum(
     allow_short_retention: bool = False,
 ) -> list[str]:
     """Delete files the table stopped referencing more than `retention_hours` ago; returns
-    them (with `dry_run`, only lists them). delta-rs lists every tombstone still in the log
-    that is old enough, so a second run soon after the first lists the same, already deleted
-    files again (checkpoints drop tombstones after `delta.deletedFileRetentionDuration`).
+    them (with `dry_run`, only lists them).
+
+    It lists the table's files ("full" vacuum), not only the removals its log still holds
+    (delta-rs's default, "lite"): a checkpoint drops removals older than
+    `delta.deletedFileRetentionDuration` (7 days), and delta-rs refuses a vacuum retention
+    shorter than that, so a lite vacuum could delete a compacted-away file only until the
+    next checkpoint, a minute or so after it became old enough, and nearly every one stayed in
+    storage for good. A full vacuum still keeps a file whose removal is younger than the
+    retention, however old the file itself; it costs a LIST of the table's objects per run.
 
     Retention under 7 days needs `allow_short_retention`: a Databricks stream or a time-travel
     query still reading an older version would find its files gone, and so would a sink whose
@@ -298,6 +304,7 @@ def vacuum(
                 retention_hours=retention_hours,
                 dry_run=dry_run,
                 enforce_retention_duration=not allow_short_retention,
+                full=True,
             )
         except DeltaError as exc:
             if "retention" in str(exc).lower() and not _transient(exc):

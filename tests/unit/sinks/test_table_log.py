@@ -6,6 +6,9 @@ tests/integration/sinks/test_delta_log.py)."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +16,8 @@ import pytest
 from deltalake import DeltaTable, PostCommitHookProperties, write_deltalake
 
 from sinks.delta_writer import DeltaTableWriter
+from sinks.maintain_settings import DEFAULT_RETENTION_HOURS
+from sinks.maintenance import vacuum
 from sinks.settings import SinkSettings
 from sinks.table_log import cleanup_interval, retention_interval
 from sinks.tables import target_for
@@ -188,3 +193,70 @@ def test_frequent_checkpoints_clean_the_log_only_every_so_many_commits(tmp_path)
 )
 def test_a_cleanup_is_always_at_a_checkpoint(interval, every, cleans_every):
     assert cleanup_interval(interval, every) == cleans_every
+
+
+def remove_files_as_of(uri: str, paths: list[str], hours_ago: float) -> None:
+    """A commit removing `paths` (as a compaction does) with their deletion stamped `hours_ago`."""
+    table = DeltaTable(uri)
+    stamp = int((time.time() - hours_ago * 3600) * 1000)
+    actions = [{"commitInfo": {"timestamp": stamp, "operation": "OPTIMIZE"}}] + [
+        {
+            "remove": {
+                "path": path,
+                "deletionTimestamp": stamp,
+                "dataChange": False,
+                "extendedFileMetadata": True,
+                "partitionValues": {"event_date": path.split("event_date=")[1].split("/")[0]},
+                "size": (Path(uri) / path).stat().st_size,
+            }
+        }
+        for path in paths
+    ]
+    log_file = Path(uri) / "_delta_log" / f"{table.version() + 1:020d}.json"
+    log_file.write_text("".join(json.dumps(action) + "\n" for action in actions))
+    for path in paths:  # the file itself as old as its removal
+        os.utime(Path(uri) / path, (stamp / 1000, stamp / 1000))
+
+
+def test_a_file_compacted_away_is_still_vacuumed_after_later_checkpoints(tmp_path):
+    """delta-rs's default vacuum ("lite") deletes only the files whose removal the table's log
+    still holds, but a checkpoint drops removals older than `delta.deletedFileRetentionDuration`
+    (7 days), and delta-rs refuses a vacuum retention shorter than that: a removal stayed
+    vacuumable only until the next checkpoint, a minute later, and the file stayed in storage
+    for good."""
+    writer = writer_for(tmp_path)
+    for i in range(3):
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+    uri = writer.target.uri
+    first = sorted(
+        pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
+    )[:2]
+    remove_files_as_of(uri, first, hours_ago=DEFAULT_RETENTION_HOURS + 2)
+    for i in range(3, 6):  # the sink commits on; a checkpoint among them
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+    DeltaTable(uri).create_checkpoint()
+
+    deleted = vacuum(uri, None, retention_hours=DEFAULT_RETENTION_HOURS)
+
+    assert sorted(Path(p).name for p in deleted) == sorted(Path(p).name for p in first)
+    assert not any((Path(uri) / p).exists() for p in first)
+
+
+def test_a_file_removed_within_the_retention_stays_however_old_it_is(tmp_path):
+    """Listing the table's files must not delete what a reader of a version younger than the
+    retention still needs: a file written long ago but compacted away an hour ago."""
+    writer = writer_for(tmp_path)
+    for i in range(3):
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+    uri = writer.target.uri
+    paths = sorted(
+        pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
+    )
+    written_long_ago = time.time() - 2 * DEFAULT_RETENTION_HOURS * 3600
+    for path in paths:
+        os.utime(Path(uri) / path, (written_long_ago, written_long_ago))
+    remove_files_as_of(uri, paths[:1], hours_ago=1)
+    os.utime(Path(uri) / paths[0], (written_long_ago, written_long_ago))
+
+    assert vacuum(uri, None, retention_hours=DEFAULT_RETENTION_HOURS) == []
+    assert all((Path(uri) / p).exists() for p in paths)
