@@ -16,8 +16,8 @@ from sinks import malloc_arenas
 from sinks.malloc_arenas import limit_malloc_arenas
 
 
-def test_an_operators_choice_in_the_environment_is_kept(monkeypatch) -> None:
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+def recorded_mallopt_calls(monkeypatch) -> list[tuple[int, int]]:
+    """The `mallopt` calls the module makes from now on, to a stand-in libc that takes them."""
     calls: list[tuple[int, int]] = []
 
     class Libc:
@@ -26,6 +26,12 @@ def test_an_operators_choice_in_the_environment_is_kept(monkeypatch) -> None:
             return 1
 
     monkeypatch.setattr(malloc_arenas.ctypes, "CDLL", lambda _: Libc())
+    return calls
+
+
+def test_an_operators_choice_in_the_environment_is_kept(monkeypatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    calls = recorded_mallopt_calls(monkeypatch)
     assert limit_malloc_arenas() is False
     assert calls == []
 
@@ -121,13 +127,6 @@ def test_a_large_freed_block_leaves_no_resident_memory_once_the_threshold_is_fix
 
 def test_an_operators_mmap_threshold_is_kept(monkeypatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
-    calls: list[tuple[int, int]] = []
-
-    class Libc:
-        def mallopt(self, param: int, value: int) -> int:
-            calls.append((param, value))
-            return 1
-
-    monkeypatch.setattr(malloc_arenas.ctypes, "CDLL", lambda _: Libc())
+    calls = recorded_mallopt_calls(monkeypatch)
     assert malloc_arenas.fix_mmap_threshold() is False
     assert calls == []

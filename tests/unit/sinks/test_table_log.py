@@ -218,6 +218,15 @@ def remove_files_as_of(uri: str, paths: list[str], hours_ago: float) -> None:
         os.utime(Path(uri) / path, (stamp / 1000, stamp / 1000))
 
 
+def table_of_three_files(writer: DeltaTableWriter) -> tuple[str, list[str]]:
+    """Three sink commits through `writer`: the table's URI and its files' paths, sorted."""
+    for i in range(3):
+        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
+    uri = writer.target.uri
+    table = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+    return uri, sorted(table.column("path").to_pylist())
+
+
 def test_a_file_compacted_away_is_still_vacuumed_after_later_checkpoints(tmp_path):
     """delta-rs's default vacuum ("lite") deletes only the files whose removal the table's log
     still holds, but a checkpoint drops removals older than `delta.deletedFileRetentionDuration`
@@ -225,12 +234,8 @@ def test_a_file_compacted_away_is_still_vacuumed_after_later_checkpoints(tmp_pat
     vacuumable only until the next checkpoint, a minute later, and the file stayed in storage
     for good."""
     writer = writer_for(tmp_path)
-    for i in range(3):
-        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
-    uri = writer.target.uri
-    first = sorted(
-        pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
-    )[:2]
+    uri, paths = table_of_three_files(writer)
+    first = paths[:2]
     remove_files_as_of(uri, first, hours_ago=DEFAULT_RETENTION_HOURS + 2)
     for i in range(3, 6):  # the sink commits on; a checkpoint among them
         assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
@@ -245,13 +250,7 @@ def test_a_file_compacted_away_is_still_vacuumed_after_later_checkpoints(tmp_pat
 def test_a_file_removed_within_the_retention_stays_however_old_it_is(tmp_path):
     """Listing the table's files must not delete what a reader of a version younger than the
     retention still needs: a file written long ago but compacted away an hour ago."""
-    writer = writer_for(tmp_path)
-    for i in range(3):
-        assert writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2}) == 3
-    uri = writer.target.uri
-    paths = sorted(
-        pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
-    )
+    uri, paths = table_of_three_files(writer_for(tmp_path))
     written_long_ago = time.time() - 2 * DEFAULT_RETENTION_HOURS * 3600
     for path in paths:
         os.utime(Path(uri) / path, (written_long_ago, written_long_ago))
