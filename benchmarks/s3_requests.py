@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +34,8 @@ def request_kind(method: str, target: str) -> str:
 
 class S3RequestCounter:
     """A proxy on a free local port forwarding to `upstream` (http://host:port); `counts` by
-    `request_kind`. Use as a context manager."""
+    `request_kind`, and `seconds` the server took to answer each kind (what a client waits
+    for, beside its own work). Use as a context manager."""
 
     def __init__(self, upstream: str) -> None:
         parsed = urlsplit(upstream)
@@ -42,6 +44,7 @@ class S3RequestCounter:
         self._upstream = (parsed.hostname, parsed.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._seconds: Counter[str] = Counter()
         self.errors = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -58,6 +61,11 @@ class S3RequestCounter:
         with self._lock:
             return Counter(self._counts)
 
+    def seconds(self) -> Counter[str]:
+        """Seconds from forwarding each request to having the server's whole answer, by kind."""
+        with self._lock:
+            return Counter(self._seconds)
+
     def __enter__(self) -> S3RequestCounter:
         self._thread.start()
         return self
@@ -66,9 +74,10 @@ class S3RequestCounter:
         self._server.shutdown()
         self._server.server_close()
 
-    def _count(self, kind: str, failed: bool) -> None:
+    def _count(self, kind: str, failed: bool, seconds: float = 0.0) -> None:
         with self._lock:
             self._counts[kind] += 1
+            self._seconds[kind] += seconds
             if failed:
                 self.errors += 1
 
@@ -107,6 +116,7 @@ class S3RequestCounter:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
+                begun = time.perf_counter()
                 for attempt in (1, 2):  # a kept-alive upstream connection may have closed
                     conn = self._upstream()
                     try:
@@ -121,7 +131,11 @@ class S3RequestCounter:
                             counter._count(request_kind(self.command, self.path), True)
                             self.send_error(502, "S3 server unreachable through the counter")
                             return
-                counter._count(request_kind(self.command, self.path), response.status >= 500)
+                counter._count(
+                    request_kind(self.command, self.path),
+                    response.status >= 500,
+                    time.perf_counter() - begun,
+                )
                 self.send_response_only(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() in _HOP_BY_HOP or key.lower() == "content-length":
