@@ -30,7 +30,7 @@ from schemas.registry import SchemaRegistry
 from sensorstream.backoff import Backoff
 from sensorstream.errors import ConfigError, PipelineError
 from sensorstream.settings import ConnectionSettings
-from sensorstream.topics import READINGS, TopicSpec, ensure_topics
+from sensorstream.topics import TopicSpec, ensure_topics
 from stream_apps.checkpoint_output import CheckpointOutput
 from stream_apps.control import ControlWatcher, RoutingControl, RoutingVersion
 from stream_apps.control_faults import ControlFaults
@@ -47,7 +47,7 @@ from stream_apps.quixstreams_internals import (
 from stream_apps.reconnect import Outage, outage_error
 from stream_apps.routing.config import CompiledRouting, content_hash
 from stream_apps.settings import RouterSettings
-from stream_apps.versions import checked_routing_file, compile_version, known_fields
+from stream_apps.versions import checked_routing_file, compile_version
 
 if TYPE_CHECKING:
     from quixstreams.processing import ProcessingContext
@@ -126,7 +126,7 @@ class RouterApp:
         self.input_topic = ""
         self._stop_requested = threading.Event()
 
-    def initial_version(self, fields: set[str]) -> RoutingVersion:
+    def initial_version(self) -> RoutingVersion:
         """The version to start with: --routes FILE published if it was never published,
         else the latest.
 
@@ -139,7 +139,7 @@ class RouterApp:
         latest = history[-1] if history else None
         if s.routes is not None:
             path = s.routes
-            text = checked_routing_file(path, fields, s.control_topic)  # before publishing
+            text = checked_routing_file(path, self.registry, s.control_topic)  # before publishing
             digest = content_hash(text)
             earlier = next((v for v in reversed(history) if v.content_hash == digest), None)
             if earlier is not None and latest is not None and earlier is not latest:
@@ -170,8 +170,7 @@ class RouterApp:
     def build(self) -> Application:
         s = self.settings
         self.control.ensure_topic()
-        fields = known_fields(self.registry, READINGS)
-        version = self.initial_version(fields)
+        version = self.initial_version()
         control_log = self.control.read()
         for offset, reason in control_log.bad:
             log.warning(
@@ -180,7 +179,7 @@ class RouterApp:
                 offset,
                 reason,
             )
-        routing = compile_version(version, fields, s.control_topic)
+        routing = compile_version(version, self.registry, s.control_topic)
         active = ActiveRouting(version.version, routing)
         self.metrics.follow_routing_version(lambda: active.version)
         config = routing.config
@@ -235,12 +234,13 @@ class RouterApp:
 
         def on_version(version: RoutingVersion) -> None:
             try:
-                fields = known_fields(self.registry, config.input)
-                compiled = compile_version(version, fields, s.control_topic)
+                compiled = compile_version(version, self.registry, s.control_topic)
             except ConfigError as exc:
                 log.error(
-                    "routing version %d does not compile here; keeping version %d: %s",
+                    "routing version %d (%s by %s) does not compile here; keeping version %d: %s",
                     version.version,
+                    version.source,
+                    version.applied_by,
                     active.version,
                     exc,
                 )

@@ -21,6 +21,7 @@ import os
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from stream_apps.routing.validation import Validator
 __all__ = [
     "Alert",
     "CompiledRouting",
+    "InputFields",
     "Route",
     "RouteFailure",
     "RoutedRecord",
@@ -58,6 +60,7 @@ __all__ = [
     "RoutingResult",
     "Transform",
     "Validation",
+    "compile_routing",
     "content_hash",
     "load_routing",
     "parse_routing",
@@ -90,12 +93,36 @@ def parse_routing(
     fields: Collection[str],
     internal: Mapping[str, str] | None = None,
 ) -> CompiledRouting:
-    """Routing `text` compiled against `fields` (the names a record may have).
+    """Routing `text` compiled against `fields` (the names a record may have), whatever its
+    input topic (`compile_routing` checks them against the file's own input topic).
 
     `source_name` names the text in errors: a path, or e.g. "routing version 7". `internal`:
     the pipeline's internal topics, which no route may write into (`internal_topics()` with
     the router's control topic; by default the default topics).
     """
+    names = InputFields(frozenset(fields))
+    return compile_routing(text, source_name, lambda _input: names, internal)
+
+
+@dataclass(frozen=True)
+class InputFields:
+    """The fields the records of one input topic carry: the names a routing file reading it
+    may use. `unknown` is added to the refusal of any other name, to say which topic was
+    asked and what to do (a field the input never carries would route nothing, silently)."""
+
+    names: frozenset[str]
+    unknown: str = ""
+
+
+def compile_routing(
+    text: str,
+    source_name: str,
+    fields_of: Callable[[str], InputFields],
+    internal: Mapping[str, str] | None = None,
+) -> CompiledRouting:
+    """Routing `text` compiled against `fields_of(its input topic)`: the file's own `input`
+    (sensors.readings when it names none) decides which fields its rules may name.
+    `source_name` and `internal` as for `parse_routing`."""
     document = read_yaml_text(text, Path(source_name))
     try:
         config = RoutingConfig.model_validate(document.data)
@@ -103,10 +130,14 @@ def parse_routing(
         loc, message = _validation_problem(exc, document.data)
         raise ConfigError(_locate(source_name, document, loc, message)) from None
     internal = internal_topics() if internal is None else internal
+    fields = fields_of(config.input)
     try:
-        routes = _compile_routes(config, frozenset(fields), internal, document.line_of)
+        routes = _compile_routes(config, fields.names, internal, document.line_of)
     except _Problem as problem:
-        raise ConfigError(_locate(source_name, document, problem.loc, problem.message)) from None
+        message = problem.message
+        if problem.unknown_field and fields.unknown:
+            message += f"\n{fields.unknown}"
+        raise ConfigError(_locate(source_name, document, problem.loc, message)) from None
     return CompiledRouting(config, routes, source=source_name, content_hash=content_hash(text))
 
 
@@ -114,10 +145,11 @@ def parse_routing(
 
 
 class _Problem(Exception):
-    def __init__(self, loc: Loc, message: str) -> None:
+    def __init__(self, loc: Loc, message: str, *, unknown_field: bool = False) -> None:
         super().__init__(message)
         self.loc = loc
         self.message = message
+        self.unknown_field = unknown_field
 
 
 def _compile_routes(
@@ -166,7 +198,7 @@ def _topic(route: Route, loc: Loc, fields: frozenset[str]) -> TopicTemplate:
     try:
         return TopicTemplate(route.topic, fields)
     except TopicNameError as exc:
-        raise _Problem((*loc, "topic"), str(exc)) from None
+        raise _Problem((*loc, "topic"), str(exc), unknown_field=exc.unknown_field) from None
 
 
 def _compile_route(
@@ -199,14 +231,14 @@ def _expression(text: str, loc: Loc, fields: frozenset[str]) -> Expression:
     try:
         return compile_expression(text, fields)
     except ExpressionError as exc:
-        raise _Problem(loc, str(exc)) from None
+        raise _Problem(loc, str(exc), unknown_field=exc.unknown_field) from None
 
 
 def _known(name: str, loc: Loc, fields: frozenset[str]) -> None:
     if name not in fields:
         close = difflib.get_close_matches(name, sorted(fields), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise _Problem(loc, f"unknown field '{name}'{hint}")
+        raise _Problem(loc, f"unknown field '{name}'{hint}", unknown_field=True)
 
 
 def _validator(rules: Validation | None, loc: Loc, fields: frozenset[str]) -> Validator | None:

@@ -143,7 +143,10 @@ def compile_expression(text: str, fields: Collection[str]) -> Expression:
     for ref in field_refs(tree):
         if ref.name not in known:
             raise ExpressionError(
-                f"unknown field '{ref.name}'{_suggestion(ref.name, known)}", text, ref.position
+                f"unknown field '{ref.name}'{_suggestion(ref.name, known)}",
+                text,
+                ref.position,
+                unknown_field=True,
             )
     compiler = _Compiler(text)
     return Expression(

@@ -84,10 +84,13 @@ class ExpressionError(ValueError):
     message stays readable when the CLI prints it under the file/line/key prefix.
     """
 
-    def __init__(self, reason: str, text: str, position: int) -> None:
+    def __init__(
+        self, reason: str, text: str, position: int, *, unknown_field: bool = False
+    ) -> None:
         self.reason = reason
         self.text = text
         self.column = position + 1
+        self.unknown_field = unknown_field  # the text names a field the records lack
         super().__init__(f"{reason}\n{pointer(text, position)}")
 
 

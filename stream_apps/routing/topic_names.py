@@ -33,6 +33,10 @@ _CACHE_LIMIT = 4096
 class TopicNameError(ValueError):
     """A topic name or template that is invalid whatever the records (a load-time error)."""
 
+    def __init__(self, message: str, *, unknown_field: bool = False) -> None:
+        super().__init__(message)
+        self.unknown_field = unknown_field  # a placeholder names a field the records lack
+
 
 class UnsafeTopic(ValueError):
     """A record whose values would render an unsafe topic name (a record-level error)."""
@@ -203,7 +207,9 @@ def _parse(text: str, known_fields: Collection[str]) -> tuple[tuple[str, str], .
         if not _FIELD_NAME.fullmatch(name):
             raise TopicNameError(f"placeholder {match.group()!a} is not a field name")
         if name not in known_fields:
-            raise TopicNameError(f"placeholder {{{name}}} names an unknown field '{name}'")
+            raise TopicNameError(
+                f"placeholder {{{name}}} names an unknown field '{name}'", unknown_field=True
+            )
         parts.append(("field", name))
         position = match.end()
     parts.append(("text", text[position:]))

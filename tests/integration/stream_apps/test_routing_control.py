@@ -92,7 +92,7 @@ def test_concurrent_applies_serialize_versions_and_every_reader_agrees(
 
         # A restarted router starts with the same latest version.
         restarted = RouterApp(router_settings(names, None), connection)
-        assert restarted.initial_version(set()).content == history[-1].content
+        assert restarted.initial_version().content == history[-1].content
     finally:
         watcher.stop()
 
