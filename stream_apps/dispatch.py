@@ -31,6 +31,8 @@ from stream_apps.routing.config import CompiledRouting
 log = logging.getLogger("sensorstream.router")
 
 STAGE = "router"
+"""The router's name as a pipeline stage: in its dead letters' `dlq.stage` header and its
+metrics' `stage` label (the producer and the sink name theirs)."""
 
 
 class Outgoing(NamedTuple):

@@ -21,11 +21,11 @@ from confluent_kafka import Producer
 from schemas.dead_letter import DeadLetter
 from sensorstream.errors import PipelineError
 from sensorstream.retention import ExpiredRecords, expired_since_commit
+from stream_apps.dispatch import STAGE
 from stream_apps.metrics import RouterMetrics
 
 log = logging.getLogger("sensorstream.router")
 
-STAGE = "router"
 TIMEOUT_S = 30.0
 
 

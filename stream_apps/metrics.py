@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from schemas.dead_letter import HEADER_STAGE
 from sensorstream.kafka_stats import STATS_INTERVAL_MS, ConsumerLag
 from sensorstream.metrics import DEAD_LETTER_REASONS, DeadLetterReason, MetricFamilies
-from stream_apps.dispatch import HEADER_ROUTE, Outgoing
+from stream_apps.dispatch import HEADER_ROUTE, STAGE, Outgoing
 from stream_apps.quixstreams_internals import (
     CommitCheckpoint,
     current_checkpoint,
@@ -33,8 +33,6 @@ from stream_apps.quixstreams_internals import (
 
 if TYPE_CHECKING:
     from quixstreams.processing import ProcessingContext
-
-STAGE = "router"
 
 
 def event_time_s(value: datetime | float | int | None) -> float | None:
