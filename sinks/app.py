@@ -428,6 +428,8 @@ class DeltaSink:
                 observer.landing_all()
                 self._flush_all()
                 self._report_buffered()
+            for writer in list(self._writers.values()):
+                writer.close()  # the checkpoints owed, so the tables open fast after a stop
         finally:
             consumer.close()
         return SinkResult(

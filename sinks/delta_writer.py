@@ -42,6 +42,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from sensorstream.errors import PipelineError
 from sinks.compatibility import conflicts
 from sinks.landing import s3_filesystem
+from sinks.log_keeper import LogCare, LogKeeper
 from sinks.retry import RetryBudget
 from sinks.table_log import (
     CHECKPOINT_INTERVAL,
@@ -80,8 +81,13 @@ VIEW_REUSE_S = 60.0
 """How long the table as this writer last saw it (read, or left by its own commit) carries the
 next batch's schema check and first commit attempt without being read again (`misfits`)."""
 NO_LOG_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
-"""delta-rs's hook lists the whole `_delta_log` after every commit to look for expired files;
-the writer cleans the log itself after each checkpoint instead (`_clean_log_at_checkpoint`)."""
+"""The earlier writer's commits (`reopen_after_checkpoint` off): delta-rs's hook lists the whole
+`_delta_log` after every commit to look for expired files; that writer cleans the log itself
+after each checkpoint instead (`_clean_log_at_checkpoint`)."""
+NO_LOG_CARE = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+"""Commits of a writer with a log keeper (`sinks.log_keeper`), which checkpoints beside them."""
+CLOSE_TIMEOUT_S = 60.0
+"""How long closing a writer waits for the checkpoint it owes (`close`)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -109,11 +115,13 @@ class DeltaTableWriter:
     ) -> None:
         """`adopt_log_properties` and `reopen_after_checkpoint` off give the writer of the
         earlier release, which the delta_log and delta_state benchmarks compare against: it
-        left an existing table's log settings as they were, and kept one `DeltaTable` up to
-        date for good.
+        left an existing table's log settings as they were, checkpointed inside its commits
+        and kept one `DeltaTable` up to date for good. With `reopen_after_checkpoint` on, a
+        log keeper writes the checkpoints beside the commits and hands over the table opened
+        afresh for them (`sinks.log_keeper`).
 
         `log_cleanup_every` (commits) spaces the log cleanups out where checkpoints come more
-        often (`_clean_log_at_checkpoint`); None cleans at every checkpoint. `view_reuse_s` 0
+        often (`_cleanup_due`); None cleans at every checkpoint. `view_reuse_s` 0
         reads the table before every batch, as the earlier release did (`misfits`)."""
         self.target = target
         self.log_cleanup_every = log_cleanup_every
@@ -124,12 +132,17 @@ class DeltaTableWriter:
         when this writer first opens it (`sinks.table_log`)."""
         self._adopted = not adopt_log_properties
         self.reopen_after_checkpoint = reopen_after_checkpoint
+        self._keeper = (
+            LogKeeper(target.uri, self.storage_options) if reopen_after_checkpoint else None
+        )
         self.retry_budget_s = retry_budget_s
         self.stop = stop or threading.Event()
         self._retry = RetryBudget(retry_budget_s, is_transient, self.stop)
         self._table: DeltaTable | None = None
         self._opened_version = -1
-        """The table's version when `_table` was opened (see `_reopen_after_checkpoint`)."""
+        """The table's version when `_table` was opened (see `_care_for_log`)."""
+        self._care_asked_at = -1
+        """The table's version when the log keeper was last asked for care."""
         self._failed: PipelineError | None = None
         self._txns = TxnVersions(self._log_entry)
         self._fs: pafs.FileSystem | None = None
@@ -199,25 +212,11 @@ class DeltaTableWriter:
         self._adopted = True
 
     def _clean_log_at_checkpoint(self) -> None:
-        """Delete expired log files (`delta.logRetentionDuration`) when this writer's commit
-        has just written a checkpoint, and only then.
-
-        Left to delta-rs, every commit lists the table's whole `_delta_log` to look for expired
-        files, although files only become deletable past a new checkpoint: with a commit every
-        few seconds and 7 days of log kept, that is a LIST of some 200,000 keys (200 requests)
-        per commit. Expired files that age past the retention between checkpoints go with the
-        next one. A failed cleanup loses nothing: the next checkpoint's cleanup takes them.
-        With a checkpoint every 20 commits, only every `log_cleanup_every` commits' checkpoint
-        cleans (`sinks.table_log.cleanup_interval`), so the listing stays as rare as before.
+        """The earlier writer's cleanup, right after the checkpoint its commit wrote
+        (`_cleanup_due`). A failed cleanup loses nothing: the next checkpoint's takes its files.
         """
         table = self._table
-        if table is None:
-            return
-        configuration = table.metadata().configuration
-        if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
-            return
-        interval = self._table_checkpoint_interval(table)
-        if (table.version() + 1) % cleanup_interval(interval, self.log_cleanup_every):
+        if table is None or not self._cleanup_due(table):
             return
         try:
             table.cleanup_metadata()
@@ -228,30 +227,86 @@ class DeltaTableWriter:
                 exc,
             )
 
+    def _cleanup_due(self, table: DeltaTable) -> bool:
+        """Whether the checkpoint of the table's version is one to delete expired log files
+        (`delta.logRetentionDuration`) after, and only then.
+
+        Left to delta-rs, every commit lists the table's whole `_delta_log` to look for expired
+        files, although files only become deletable past a new checkpoint: with a commit every
+        few seconds and 7 days of log kept, that is a LIST of some 200,000 keys (200 requests)
+        per commit. Expired files that age past the retention between checkpoints go with the
+        next one. With a checkpoint every 20 commits, only every `log_cleanup_every` commits'
+        checkpoint cleans (`sinks.table_log.cleanup_interval`), so the listing stays as rare as
+        before.
+        """
+        configuration = table.metadata().configuration
+        if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
+            return False
+        interval = self._table_checkpoint_interval(table)
+        return (table.version() + 1) % cleanup_interval(interval, self.log_cleanup_every) == 0
+
     def _table_checkpoint_interval(self, table: DeltaTable) -> int:
         """The interval delta-rs checkpoints this table at: its own `delta.checkpointInterval`
         (a table created by an earlier release, or set by an operator), else this writer's."""
         configured = table.metadata().configuration.get(CHECKPOINT_INTERVAL)
         return int(configured or self.checkpoint_interval)
 
-    def _reopen_after_checkpoint(self) -> None:
-        """Let the next refresh open the table afresh once a checkpoint has been written.
+    def _care_for_log(self, committed: bool) -> None:
+        """Ask the log keeper for the checkpoint this writer's commit made due, and for the
+        table opened afresh.
 
         A `DeltaTable` brought up to date with `update_incremental` keeps growing with every
         commit it has seen (about 65 KB each here, never given back): a sink committing its
         emergency table every second grew by 115 MB in 30 minutes, which would be gigabytes
-        in a week. Opened from a checkpoint, the table's state starts small again, and the
-        open reads the checkpoint and few commits. delta-rs writes a checkpoint at the
-        versions v with (v + 1) % interval == 0, the table's own interval; two intervals
-        without landing on one (other writers commit to the table too) reopen anyway.
+        in a week. The table the keeper opens for a checkpoint starts from the previous one
+        and holds few commits, and the writer goes on on it (`_take_fresh_view`). A
+        checkpoint is due at the versions v with (v + 1) % interval == 0, the table's own
+        interval, as delta-rs's hook would write it; two intervals without landing on one
+        (other writers commit to the table too) ask for a fresh open anyway.
         """
         table = self._table
-        if table is None or not self.reopen_after_checkpoint:
+        if table is None:
+            return
+        if self._keeper is None:  # the earlier writer: delta-rs's hook checkpointed
+            if committed:
+                self._clean_log_at_checkpoint()
             return
         version = table.version()
         interval = self._table_checkpoint_interval(table)
-        if (version + 1) % interval == 0 or version - self._opened_version >= 2 * interval:
-            self._table = None
+        if committed and (version + 1) % interval == 0:
+            self._keeper.request(LogCare(version, checkpoint=True, clean=self._cleanup_due(table)))
+            self._care_asked_at = version
+        elif min(version - self._opened_version, version - self._care_asked_at) >= 2 * interval:
+            self._keeper.request(LogCare(version, checkpoint=False, clean=False))
+            self._care_asked_at = version
+
+    def _take_fresh_view(self) -> None:
+        """Go on the table the log keeper opened last, if it opened one since: brought up to
+        this writer's own last commit (a LIST and the few commits since), it holds the same
+        state as the writer's own view, without the history that view has accumulated."""
+        fresh = self._keeper.fresh_view() if self._keeper is not None else None
+        if fresh is None:
+            return
+        opened = fresh.version()
+        if self._table is not None and opened < self._table.version():
+            self._retrying("reading", fresh.update_incremental)
+        self._table, self._opened_version = fresh, opened
+
+    def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait for the log care asked for so far (for tests and benchmarks); False if
+        `timeout_s` passed first."""
+        return self._keeper is None or self._keeper.settle(timeout_s)
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Finish the checkpoint this writer owes, within `timeout_s`, so that a sink that
+        stops leaves its tables as quick to open as it found them."""
+        if self._keeper is not None and not self._keeper.close(timeout_s):
+            log.warning(
+                "the checkpoint of %s was still being written after %.0f s; the table opens "
+                "from the previous one until the next",
+                self.target.uri,
+                timeout_s,
+            )
 
     def _load(self) -> DeltaTable | None:
         return self._retrying("reading", self._refresh)
@@ -284,6 +339,7 @@ class DeltaTableWriter:
         longer fits; the sink's restart then dead-letters the records that do not fit.
         """
         with self._lock:
+            self._take_fresh_view()
             table = self._recent_view()
             if table is None:
                 table = self._load()
@@ -312,6 +368,7 @@ class DeltaTableWriter:
     def txn_version(self, topic: str, partition: int) -> int | None:
         """The last offset of `topic`/`partition` this table holds, or None."""
         with self._lock:
+            self._take_fresh_view()
             table = self._load()
             if table is None:
                 return None
@@ -434,6 +491,7 @@ class DeltaTableWriter:
                 self.write_seconds += time.perf_counter() - started
 
     def _write(self, data: pa.Table, last_offsets: dict[tuple[str, int], int]) -> int:
+        self._take_fresh_view()
         pairs = list(last_offsets)
         commit_id = uuid.uuid4().hex
         # Set when an attempt was made: (table version it started from, rows it carried).
@@ -473,7 +531,7 @@ class DeltaTableWriter:
                 schema_mode="merge",
                 storage_options=self.storage_options if table is None else None,
                 configuration=self.log_properties if table is None else None,
-                post_commithook_properties=NO_LOG_CLEANUP,
+                post_commithook_properties=NO_LOG_CLEANUP if self._keeper is None else NO_LOG_CARE,
                 commit_properties=CommitProperties(
                     app_transactions=advancing,
                     custom_metadata={COMMIT_ID: commit_id},
@@ -485,9 +543,7 @@ class DeltaTableWriter:
             return fresh.num_rows
 
         written = self._retrying("writing", attempt)
-        if written:
-            self._clean_log_at_checkpoint()
-        self._reopen_after_checkpoint()
+        self._care_for_log(committed=written > 0)
         if self._table is None:
             self._table = self._retrying("reading", self._refresh)
         if written:

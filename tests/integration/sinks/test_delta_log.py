@@ -86,6 +86,8 @@ def test_two_writers_and_a_compaction_keep_the_log_bounded_and_the_txn_versions(
                 )
                 == ROWS
             )
+            for each in sinks:  # the checkpoints and cleanups, written beside the commits
+                each.settle()
             version = DeltaTable(uri, storage_options=options).version()
             commits, checkpoints = log_files(uri, options)
             if version >= INTERVAL - 1:
@@ -119,6 +121,7 @@ def test_nothing_within_the_retention_is_removed(s3_table):
     sink = writer(uri, options, 168)
     for commit in range(2 * INTERVAL + 3):
         sink.write(batch(0, ROWS * commit), {(TOPIC, 0): ROWS * commit + ROWS - 1})
+    sink.close()
     commits, checkpoints = log_files(uri, options)
     assert commits == list(range(2 * INTERVAL + 3))
     assert checkpoints == [INTERVAL - 1, 2 * INTERVAL - 1]

@@ -30,12 +30,14 @@ def test_commits_between_checkpoints_never_list_the_whole_log(counted, s3):
     sink = writer(uri, options, retention_hours=0)
     for offset in range(0, 3 * 3, 3):  # created, opened, written
         assert sink.write(batch(0, offset), {("sensors.raw", 0): offset + 2}) == 3
+    sink.settle()
     before = counter.counts()
 
     commits = 2 * INTERVAL
     for i in range(commits):
         offset = 9 + 3 * i
         assert sink.write(batch(0, offset), {("sensors.raw", 0): offset + 2}) == 3
+    sink.close()  # its checkpoints and their cleanups, made beside the commits, counted too
 
     made = counter.counts() - before
     full_listings = made["LIST all"]

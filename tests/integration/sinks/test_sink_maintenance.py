@@ -216,8 +216,8 @@ def open_seconds(uri: str, options) -> float:
 
 @pytest.mark.slow
 def test_sink_writes_a_checkpoint_every_100_commits(table):
-    """The sink sets delta.checkpointInterval when it creates a table; delta-rs's post-commit
-    hook then checkpoints, so a table opens fast after thousands of commits."""
+    """The sink sets delta.checkpointInterval when it creates a table and checkpoints at it
+    (beside its commits), so a table opens fast after thousands of commits."""
     import pyarrow as pa
 
     from sinks.delta_writer import DeltaTableWriter
@@ -239,6 +239,7 @@ def test_sink_writes_a_checkpoint_every_100_commits(table):
             }
         )
         assert writer.write(batch, {("t", 0): commit}) == 1
+    writer.close()
     assert checkpoint_files(uri, options) == [
         "00000000000000000099.checkpoint.parquet",
         "00000000000000000199.checkpoint.parquet",

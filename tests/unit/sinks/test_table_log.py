@@ -121,6 +121,7 @@ def test_txn_versions_outlive_their_commit_files_even_with_a_txn_retention(tmp_p
     for i in range(7):
         other = batch(100 * i).set_column(2, "_kafka_partition", pa.array([1] * 3, pa.int32()))
         writer.write(other, {(TOPIC, 1): 100 * i + 2})
+    writer.close()  # its last checkpoint and cleanup, written beside the commits
     log = sorted(p.name for p in (Path(writer.target.uri) / "_delta_log").iterdir())
     assert "00000000000000000000.json" not in log
     assert DeltaTable(writer.target.uri).transaction_version(f"sensorstream:{TOPIC}/0") == 2
@@ -144,6 +145,7 @@ def test_a_commit_leaves_the_log_alone_and_a_checkpoint_cleans_it(tmp_path):
     writer.write(batch(21), {(TOPIC, 0): 23})  # version 8: no checkpoint
     assert "00000000000000000000.json" in log_names(writer)
     writer.write(batch(24), {(TOPIC, 0): 26})  # version 9: a checkpoint
+    writer.close()  # written beside the commits: wait for it
     names = log_names(writer)
     assert [n for n in names if n.endswith(".checkpoint.parquet")] == [
         "00000000000000000009.checkpoint.parquet"
@@ -160,6 +162,8 @@ def test_a_table_that_turned_cleanup_off_keeps_its_log(tmp_path):
     )
     for i in range(1, 8):
         writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    writer.close()
+    assert "00000000000000000005.checkpoint.parquet" in log_names(writer)
     assert "00000000000000000000.json" in log_names(writer)
 
 
@@ -176,11 +180,13 @@ def test_frequent_checkpoints_clean_the_log_only_every_so_many_commits(tmp_path)
     )
     for i in range(3):  # versions 0-2, a checkpoint at 2
         writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    writer.settle()
     names = log_names(writer)
     assert "00000000000000000002.checkpoint.parquet" in names
     assert "00000000000000000000.json" in names
     for i in range(3, 6):  # versions 3-5, a checkpoint at 5 and a cleanup
         writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+    writer.close()
     names = log_names(writer)
     assert "00000000000000000005.checkpoint.parquet" in names
     assert "00000000000000000000.json" not in names
