@@ -162,3 +162,33 @@ def test_live_switch_checks_fields_against_the_versions_input_topic(
     assert len(refusals) == 1, caplog.text
     assert "keeping version 1" in refusals[0], refusals[0]
     assert_refused_loudly(refusals[0], shaking, names)
+
+
+def test_a_published_version_naming_a_field_its_input_lacks_is_refused_at_start_and_rollback(
+    kafka, schema_registry, connection, tmp_path, unique
+):
+    """A version an older release published unchecked: a router refuses to start with it and
+    `routes rollback` refuses to bring it back, both naming the field, the topic and the
+    remedy."""
+    names = Names(unique)
+    register_wind_readings(connection, names)
+    ensure_topics(connection.kafka_client_config(), [TopicSpec(names.input, 1)])
+    env = cli_env(kafka, schema_registry, unique)
+    control = RoutingControl(connection.kafka_client_config(), names.control)
+    control.ensure_topic()
+    shaking = routing_file(tmp_path, names, "vibration > 50", "shaking.yaml")
+    control.publish(shaking.read_text(), "an older release", str(shaking))
+
+    started = sensorstream_cli(env, "route", "--once", timeout=DEADLINE_S)
+    assert started.returncode == 2, started.stdout + started.stderr[-3000:]
+    assert "routing version 1, line 9, route 'gusty', key 'where'" in started.stderr
+    assert_refused_loudly(started.stderr.replace("routing version 1", str(shaking)), shaking, names)
+    assert "publish it with `sensorstream routes apply FILE`" in started.stderr
+
+    gusty = routing_file(tmp_path, names, f"{gust_field(names)} > 20", "gusty.yaml")
+    assert sensorstream_cli(env, "routes", "apply", str(gusty)).returncode == 0
+    rolled = sensorstream_cli(env, "routes", "rollback", "1")
+    assert rolled.returncode == 2, rolled.stdout + rolled.stderr[-3000:]
+    assert "routing version 1, line 9, route 'gusty', key 'where'" in rolled.stderr
+    assert f"input topic {names.input}" in rolled.stderr and REMEDY in rolled.stderr
+    assert [v.version for v in control.history()] == [1, 2]
