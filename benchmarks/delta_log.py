@@ -156,9 +156,19 @@ def _real_commits(uri: str, commits: int, configuration: dict[str, str], writer)
     seconds = []
     for offset in range(commits):
         begun = time.perf_counter()
-        writer.write(_one_row(offset), {(TOPIC, 0): offset})
+        _sink_batch(writer, offset)
         seconds.append(time.perf_counter() - begun)
     return {"commits": commits, "median_commit_ms": 1000 * statistics.median(seconds)}
+
+
+def _sink_batch(writer, offset: int) -> None:
+    """One one-row batch as the sink lands it: the schema checked against the table as the
+    writer last saw it (which the commit then goes on, `DeltaTableWriter.misfits`), then
+    written."""
+    row = _one_row(offset)
+    if writer.misfits(row.schema):
+        raise RuntimeError(f"the table does not take the benchmark's rows: {writer.target.uri}")
+    writer.write(row, {(TOPIC, 0): offset})
 
 
 def _commit_file(log: Path, version: int) -> Path:
@@ -363,7 +373,7 @@ def _s3_commits(
     for offset in range(first, first + commits):
         for name, writer in writers.items():
             begun = time.perf_counter()
-            writer.write(_one_row(offset), {(TOPIC, 0): offset})
+            _sink_batch(writer, offset)
             seconds[name].append(time.perf_counter() - begun)
     return {name: 1000 * statistics.median(values[1:]) for name, values in seconds.items()}
 
