@@ -158,6 +158,7 @@ def _real_commits(uri: str, commits: int, configuration: dict[str, str], writer)
         begun = time.perf_counter()
         _sink_batch(writer, offset)
         seconds.append(time.perf_counter() - begun)
+    writer.close()  # the checkpoint it owes, written beside the commits, before copies follow
     return {"commits": commits, "median_commit_ms": 1000 * statistics.median(seconds)}
 
 
@@ -375,6 +376,8 @@ def _s3_commits(
             begun = time.perf_counter()
             _sink_batch(writer, offset)
             seconds[name].append(time.perf_counter() - begun)
+    for writer in writers.values():
+        writer.close()
     return {name: 1000 * statistics.median(values[1:]) for name, values in seconds.items()}
 
 
