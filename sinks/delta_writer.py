@@ -258,8 +258,8 @@ class DeltaTableWriter:
         A `DeltaTable` brought up to date with `update_incremental` keeps growing with every
         commit it has seen (about 65 KB each here, never given back): a sink committing its
         emergency table every second grew by 115 MB in 30 minutes, which would be gigabytes
-        in a week. The table the keeper opens for a checkpoint starts from the previous one
-        and holds few commits, and the writer goes on on it (`_take_fresh_view`). A
+        in a week. The keeper checkpoints the writer's own table (lent until then) and opens
+        the table afresh from that checkpoint; the writer goes on on it (`_take_fresh_view`). A
         checkpoint is due at the versions v with (v + 1) % interval == 0, the table's own
         interval, as delta-rs's hook would write it; two intervals without landing on one
         (other writers commit to the table too) ask for a fresh open anyway.
@@ -274,17 +274,27 @@ class DeltaTableWriter:
         version = table.version()
         interval = self._table_checkpoint_interval(table)
         if committed and (version + 1) % interval == 0:
-            self._keeper.request(LogCare(version, checkpoint=True, clean=self._cleanup_due(table)))
+            care = LogCare(version, checkpoint=True, clean=self._cleanup_due(table))
+            self._keeper.request(care, table)
             self._care_asked_at = version
         elif min(version - self._opened_version, version - self._care_asked_at) >= 2 * interval:
             self._keeper.request(LogCare(version, checkpoint=False, clean=False))
             self._care_asked_at = version
 
     def _take_fresh_view(self) -> None:
-        """Go on the table the log keeper opened last, if it opened one since: brought up to
-        this writer's own last commit (a LIST and the few commits since), it holds the same
-        state as the writer's own view, without the history that view has accumulated."""
-        fresh = self._keeper.fresh_view() if self._keeper is not None else None
+        """Have the table lent to the log keeper back, and go on the one the keeper opened
+        last if it opened one since: brought up to this writer's own last commit (a LIST and
+        the few commits since), it holds the same state as the writer's own view, without the
+        history that view has accumulated."""
+        if self._keeper is None:
+            return
+        if not self._keeper.returned(self.retry_budget_s):
+            self._failed = PipelineError(
+                f"checkpointing {self.target.uri} took over {self.retry_budget_s:.0f} s "
+                "(the retry budget); restart the sink once the object store answers again"
+            )
+            raise self._failed
+        fresh = self._keeper.fresh_view()
         if fresh is None:
             return
         opened = fresh.version()

@@ -1,18 +1,24 @@
 """One table's log care (checkpoints, expired-log cleanup, a fresh open) on a thread of its own.
 
-A checkpoint commit held its table's next batch: delta-rs's post-commit hook writes the
+A checkpoint commit held its table's flush lane: delta-rs's post-commit hook writes the
 checkpoint inside the commit call, and the writer then opened the table afresh from it. That
-took an emergency-table commit from about 25 ms to about 140 ms on a quiet machine, several
-times that under load, and a week-old table's checkpoint (some 200,000 removals kept for
-`delta.deletedFileRetentionDuration`) costs a third of a second of CPU by itself. None of it
-is needed for the batch to be in the table: the commit is. So the writer commits without the
-hook's checkpoint and asks the keeper for it; the keeper opens the table at the version due
-(from the previous checkpoint and the commits since), checkpoints it, cleans the expired log
-where due, and hands the table it opened to the writer, whose next batch takes it instead
-of its own ever-growing one (`DeltaTableWriter._take_fresh_view`).
+took a commit of a small table from about 35 ms to 190-250 ms on this machine, and a week-old
+table's checkpoint (some 200,000 removals kept for `delta.deletedFileRetentionDuration`) costs
+a third of a second of CPU by itself. None of it is needed for the batch to be in the table:
+the commit is. So the writer commits without the hook's checkpoint and lends its table to the
+keeper, which checkpoints it from the state the writer already holds (no read), cleans the
+expired log where due, gives the table back, then opens the table afresh from the new
+checkpoint and hands that over too; the writer's next batch goes on the fresh one instead of
+its own ever-growing one (`DeltaTableWriter._take_fresh_view`). The next batch waits for the
+lent table only if it is ready before the checkpoint is written (one to three seconds later
+at the default flush latencies: it rarely is); the fresh open never holds a batch.
+
+Opening the table at the checkpoint's version from the previous checkpoint instead (no
+lending) kept the writer off the table for good, but cost a log replay per checkpoint: 3-4 ms
+more CPU per commit than the hook.
 
 Nothing of a batch depends on the keeper: a checkpoint that fails or is late only makes opens
-of the table replay more commits until the next one, which the keeper retries at the next
+of the table replay more commits until the next one, which the writer asks for at the next
 checkpoint due. A failure is logged as a warning naming the table, and counted.
 """
 
@@ -33,17 +39,17 @@ class LogCare:
 
     version: int
     checkpoint: bool
-    """Checkpoint `version` (the table's interval: readers and other writers expect them
-    there); else only open the table afresh, at its latest version."""
+    """Checkpoint `version` on the table lent with the request (the table's interval: readers
+    and other writers expect them there); else only open the table afresh, at its latest
+    version."""
     clean: bool
     """Delete the log files past the table's `delta.logRetentionDuration` after the checkpoint."""
 
     def merged(self, later: LogCare) -> LogCare:
-        """Requests that came while the keeper was busy: one open does them all, a later
-        checkpoint standing in for an earlier one."""
-        if self.checkpoint and not later.checkpoint:
-            return self
-        return LogCare(later.version, later.checkpoint, later.clean or self.clean)
+        """Requests that came while the keeper was busy: one open does them all. A writer
+        asks for a checkpoint only once it has its lent table back, so a checkpoint asked
+        for is never merged away, and a fresh open asked for before it is part of it."""
+        return self if self.checkpoint and not later.checkpoint else later
 
 
 class LogKeeper:
@@ -54,6 +60,8 @@ class LogKeeper:
         self.storage_options = storage_options
         self._changed = threading.Condition()
         self._due: LogCare | None = None
+        self._lent: DeltaTable | None = None
+        """The writer's table, from a checkpoint request until it is checkpointed."""
         self._busy = False
         self._closed = False
         self._fresh: DeltaTable | None = None
@@ -61,11 +69,17 @@ class LogKeeper:
         self.checkpoints = 0
         self.failures = 0
 
-    def request(self, care: LogCare) -> None:
-        """Ask for `care` after a commit; returns at once."""
+    def request(self, care: LogCare, table: DeltaTable | None = None) -> None:
+        """Ask for `care` after a commit; returns at once. A checkpoint request lends the
+        writer's `table`, at `care.version`: the writer must not use it before `returned`."""
+        if care.checkpoint and table is None:
+            raise ValueError("a checkpoint is written from the writer's table: lend it")
         with self._changed:
             if self._closed:
                 raise RuntimeError(f"the log keeper of {self.uri} is closed")
+            if care.checkpoint:
+                self._changed.wait_for(lambda: self._lent is None)
+                self._lent = table
             self._due = care if self._due is None else self._due.merged(care)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -73,6 +87,12 @@ class LogKeeper:
                 )
                 self._thread.start()
             self._changed.notify_all()
+
+    def returned(self, timeout_s: float | None = None) -> bool:
+        """Wait until the table lent with the last checkpoint request is the writer's again;
+        False if `timeout_s` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._lent is None, timeout=timeout_s)
 
     def fresh_view(self) -> DeltaTable | None:
         """The table as the keeper last opened it, once; None if it has not opened one since."""
@@ -106,20 +126,23 @@ class LogKeeper:
                 if self._due is None:
                     return
                 care, self._due, self._busy = self._due, None, True
-            fresh = self._care(care)
+                lent = self._lent
+            if care.checkpoint and lent is not None:
+                self._checkpoint(care, lent)
+                with self._changed:
+                    self._lent = None
+                    self._changed.notify_all()
+            fresh = self._open(care)
             with self._changed:
                 self._busy = False
                 if fresh is not None:
                     self._fresh = fresh
                 self._changed.notify_all()
 
-    def _care(self, care: LogCare) -> DeltaTable | None:
+    def _checkpoint(self, care: LogCare, table: DeltaTable) -> None:
         try:
-            at = care.version if care.checkpoint else None
-            table = DeltaTable(self.uri, version=at, storage_options=self.storage_options)
-            if care.checkpoint:
-                table.create_checkpoint()
-                self.checkpoints += 1
+            table.create_checkpoint()
+            self.checkpoints += 1
         except Exception as exc:  # the log only replays longer: never fail a batch on it
             self.failures += 1
             log.warning(
@@ -127,7 +150,7 @@ class LogKeeper:
                 self.uri,
                 exc,
             )
-            return None
+            return
         if care.clean:
             try:
                 table.cleanup_metadata()
@@ -137,4 +160,17 @@ class LogKeeper:
                     self.uri,
                     exc,
                 )
-        return table
+
+    def _open(self, care: LogCare) -> DeltaTable | None:
+        """The table opened afresh: at the checkpoint just written (it reads that and no
+        commit), else at its latest version."""
+        at = care.version if care.checkpoint else None
+        try:
+            return DeltaTable(self.uri, version=at, storage_options=self.storage_options)
+        except Exception as exc:  # the writer goes on on its own table meanwhile
+            log.warning(
+                "opening %s afresh failed (%s); the writer goes on on the table it has",
+                self.uri,
+                exc,
+            )
+            return None
