@@ -406,6 +406,17 @@ class MetricFamilies:
         )
 
     @lazy_family
+    def sink_checkpoint_failures(registry: CollectorRegistry) -> Counter:
+        return Counter(
+            "sensorstream_sink_checkpoint_failures",
+            "Checkpoints of a sink table that could not be written, per route: the table then "
+            "opens from its previous checkpoint, replaying more commits, and keeps its expired "
+            "log until the next checkpoint is written.",
+            ["route"],
+            registry=registry,
+        )
+
+    @lazy_family
     def maintain_compactions(registry: CollectorRegistry) -> Counter:
         return Counter(
             "sensorstream_maintain_compactions",

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -207,6 +208,7 @@ class DeltaSink:
                     retry_budget_s=self.settings.retry_budget_s,
                     stop=self.stop,
                     log_cleanup_every=self.settings.log_cleanup_commits,
+                    on_checkpoint_failure=partial(self.metrics.checkpoint_failed, target.route),
                 )
             return writer
 

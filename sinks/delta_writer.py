@@ -24,6 +24,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -112,6 +113,7 @@ class DeltaTableWriter:
         reopen_after_checkpoint: bool = True,
         log_cleanup_every: int | None = None,
         view_reuse_s: float = VIEW_REUSE_S,
+        on_checkpoint_failure: Callable[[], None] | None = None,
     ) -> None:
         """`adopt_log_properties` and `reopen_after_checkpoint` off give the writer of the
         earlier release, which the delta_log and delta_state benchmarks compare against: it
@@ -122,7 +124,9 @@ class DeltaTableWriter:
 
         `log_cleanup_every` (commits) spaces the log cleanups out where checkpoints come more
         often (`_cleanup_due`); None cleans at every checkpoint. `view_reuse_s` 0
-        reads the table before every batch, as the earlier release did (`misfits`)."""
+        reads the table before every batch, as the earlier release did (`misfits`).
+        `on_checkpoint_failure` is called for each checkpoint its log keeper fails to write
+        (the sink counts them for its metrics)."""
         self.target = target
         self.log_cleanup_every = log_cleanup_every
         self.storage_options = storage_options or None
@@ -133,7 +137,9 @@ class DeltaTableWriter:
         self._adopted = not adopt_log_properties
         self.reopen_after_checkpoint = reopen_after_checkpoint
         self._keeper = (
-            LogKeeper(target.uri, self.storage_options) if reopen_after_checkpoint else None
+            LogKeeper(target.uri, self.storage_options, on_checkpoint_failure)
+            if reopen_after_checkpoint
+            else None
         )
         self.retry_budget_s = retry_budget_s
         self.stop = stop or threading.Event()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deltalake import DeltaTable
@@ -55,9 +56,16 @@ class LogCare:
 class LogKeeper:
     """Cares for one table's log on a daemon thread, started at the first request."""
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_failure` is called (on the keeper's thread) for each checkpoint that fails."""
         self.uri = uri
         self.storage_options = storage_options
+        self.on_failure = on_failure
         self._changed = threading.Condition()
         self._due: LogCare | None = None
         self._lent: DeltaTable | None = None
@@ -145,6 +153,8 @@ class LogKeeper:
             self.checkpoints += 1
         except Exception as exc:  # the log only replays longer: never fail a batch on it
             self.failures += 1
+            if self.on_failure is not None:
+                self.on_failure()
             log.warning(
                 "writing a checkpoint of %s failed (%s); the next checkpoint due retries",
                 self.uri,

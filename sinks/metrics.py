@@ -64,7 +64,7 @@ class SinkMetrics:
         # with the tables' first batches).
         families.sink_buffered.set(0)
         families.sink_buffered_bytes.set(0)
-        _ = (families.records_out, families.end_to_end_latency)
+        _ = (families.records_out, families.end_to_end_latency, families.sink_checkpoint_failures)
 
     def consumer_config(self, interval_ms: int = STATS_INTERVAL_MS) -> dict[str, Any]:
         """Add to the sink consumer's configuration to get the consumer lag."""
@@ -106,6 +106,10 @@ class SinkMetrics:
         """The consumer offsets after a landed batch were committed in `seconds`."""
         self._commit.observe(seconds)
         self._last_commit.set(time.time())
+
+    def checkpoint_failed(self, route: str) -> None:
+        """A checkpoint of `route`'s table could not be written (`sinks.log_keeper`)."""
+        self.families.sink_checkpoint_failures.labels(route).inc()
 
     def buffered(self, records: int, size: int = 0) -> None:
         """`records` held in memory, of `size` bytes as the memory bound counts them."""

@@ -175,6 +175,8 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
     )
     metrics.offsets_committed(0.004)
     metrics.buffered(1200, 530_000)
+    metrics.checkpoint_failed("emergency")
+    metrics.checkpoint_failed("emergency")
     samples = scrape(families)
     assert value(samples, "sensorstream_records_in_total", stage="sink") == 9
     assert value(samples, "sensorstream_records_out_total", stage="sink", route="raw") == 4
@@ -196,6 +198,8 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
     assert value(samples, "sensorstream_commit_duration_seconds_sum", stage="sink") == 0.004
     assert value(samples, "sensorstream_sink_buffered_records") == 1200
     assert value(samples, "sensorstream_sink_buffered_bytes") == 530_000
+    failures = "sensorstream_sink_checkpoint_failures_total"
+    assert value(samples, failures, route="emergency") == 2
 
 
 def test_latency_buckets_skip_nulls_and_take_any_unit():

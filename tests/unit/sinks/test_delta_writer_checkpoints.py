@@ -125,7 +125,14 @@ def test_a_failed_checkpoint_is_reported_and_the_next_one_written(
         original(table)
 
     monkeypatch.setattr(DeltaTable, "create_checkpoint", failing_once)
-    writer = writer_at(tmp_path, interval=5)
+    failed: list[str] = []
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    writer = DeltaTableWriter(
+        target_for(TOPIC, settings, str(tmp_path)),
+        None,
+        5,
+        on_checkpoint_failure=lambda: failed.append("checkpoint"),
+    )
     with caplog.at_level(logging.WARNING, logger="sensorstream.sink"):
         for i in range(5):
             writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
@@ -135,10 +142,12 @@ def test_a_failed_checkpoint_is_reported_and_the_next_one_written(
             "checkpoint" in m and writer.target.uri in m and "refused" in m for m in warned
         ), warned
         assert checkpoints(writer.target.uri) == []
+        assert failed == ["checkpoint"]  # counted for the sink's metrics
         for i in range(5, 10):
             writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
         writer.close()
     assert checkpoints(writer.target.uri) == [9]
+    assert failed == ["checkpoint"]
     assert DeltaTable(writer.target.uri).count() == 30
 
 
