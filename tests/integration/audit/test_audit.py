@@ -61,8 +61,17 @@ def run_pipeline(tmp_path, connection, unique) -> None:
     assert DeltaSink(settings, connection).run().rows.get("raw", 0) == routed.routed
 
 
-def audit(monkeypatch, capsys, connection, lake: str, unique: str) -> tuple[int, dict]:
+def point_at(monkeypatch, connection) -> None:
+    """The audit's connection: this test's broker and registry, never the defaults. The
+    registry decodes the router's dead letters; on another one (a stack on the default port
+    beside a CI stack on moved ports) an id names another schema, and the letters of this
+    test's rows were not found."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", connection.kafka_bootstrap_servers)
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", connection.schema_registry_url)
+
+
+def audit(monkeypatch, capsys, connection, lake: str, unique: str) -> tuple[int, dict]:
+    point_at(monkeypatch, connection)
     for key, value in connection.storage_options().items():
         if key.startswith("AWS_") and key != "AWS_ALLOW_HTTP":
             monkeypatch.setenv(key, value)
@@ -160,7 +169,7 @@ def test_every_edge_row_is_in_raw_once_or_dead_lettered_and_in_the_tables_its_ro
     run_pipeline(tmp_path, connection, unique)
     db = tmp_path / "edge-a.db"
     add_bad_row(db)  # written after the producer ran: not yet sent, not a finding
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", connection.kafka_bootstrap_servers)
+    point_at(monkeypatch, connection)
     edge = ["--sqlite", str(db), "--node-id", "edge-a", "--control-topic", f"t.{unique}.control"]
     edge += ["--topic-prefix", f"t.{unique}.", "--checkpoint-topic", f"t.{unique}.ckpt", "--json"]
 
