@@ -49,6 +49,7 @@ from sinks.table_log import (
     CHECKPOINT_INTERVAL,
     DEFAULT_LOG_RETENTION_HOURS,
     adopt,
+    clean_expired_log,
     cleanup_interval,
     log_properties,
 )
@@ -222,16 +223,8 @@ class DeltaTableWriter:
         (`_cleanup_due`). A failed cleanup loses nothing: the next checkpoint's takes its files.
         """
         table = self._table
-        if table is None or not self._cleanup_due(table):
-            return
-        try:
-            table.cleanup_metadata()
-        except Exception as exc:  # the log only stays longer: never fail a landed batch on it
-            log.warning(
-                "cleaning the log of %s failed (%s); the next checkpoint retries",
-                self.target.uri,
-                exc,
-            )
+        if table is not None and self._cleanup_due(table):
+            clean_expired_log(table, self.target.uri)
 
     def _cleanup_due(self, table: DeltaTable) -> bool:
         """Whether the checkpoint of the table's version is one to delete expired log files

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from deltalake import DeltaTable
 
+from sinks.table_log import clean_expired_log
+
 log = logging.getLogger("sensorstream.sink")
 
 
@@ -162,14 +164,7 @@ class LogKeeper:
             )
             return
         if care.clean:
-            try:
-                table.cleanup_metadata()
-            except Exception as exc:
-                log.warning(
-                    "cleaning the log of %s failed (%s); the next checkpoint retries",
-                    self.uri,
-                    exc,
-                )
+            clean_expired_log(table, self.uri)
 
     def _open(self, care: LogCare) -> DeltaTable | None:
         """The table opened afresh: at the checkpoint just written (it reads that and no

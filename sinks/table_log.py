@@ -82,6 +82,19 @@ def cleanup_interval(checkpoint_interval: int, every: int | None) -> int:
     return checkpoint_interval * max(1, round(every / checkpoint_interval))
 
 
+def clean_expired_log(table: DeltaTable, uri: str) -> bool:
+    """Delete the log files past the table's `delta.logRetentionDuration`, right after a
+    checkpoint; False (and a warning naming the table) if that failed. A failed cleanup loses
+    nothing and must never fail a landed batch: the log only stays longer, and the next
+    checkpoint's cleanup takes its files."""
+    try:
+        table.cleanup_metadata()
+    except Exception as exc:
+        log.warning("cleaning the log of %s failed (%s); the next checkpoint retries", uri, exc)
+        return False
+    return True
+
+
 def missing(configuration: Mapping[str, str | None], wanted: Mapping[str, str]) -> dict[str, str]:
     """The `wanted` properties a table's `configuration` does not set at all.
 

@@ -19,7 +19,7 @@ from sinks.delta_writer import DeltaTableWriter
 from sinks.maintain_settings import DEFAULT_RETENTION_HOURS
 from sinks.maintenance import vacuum
 from sinks.settings import SinkSettings
-from sinks.table_log import cleanup_interval, retention_interval
+from sinks.table_log import clean_expired_log, cleanup_interval, retention_interval
 from sinks.tables import target_for
 from tests.unit.sinks.sink_batches import TOPIC, batch
 
@@ -265,3 +265,35 @@ def test_a_file_removed_within_the_retention_stays_however_old_it_is(tmp_path):
 
     assert vacuum(uri, None, retention_hours=DEFAULT_RETENTION_HOURS) == []
     assert all((Path(uri) / p).exists() for p in paths)
+
+
+class _LogThatWillNotClean:
+    """A table whose object store refuses the cleanup's deletes."""
+
+    def cleanup_metadata(self) -> None:
+        raise OSError("AccessDenied: DeleteObject")
+
+
+def test_a_failed_cleanup_warns_naming_the_table_and_does_not_raise(caplog):
+    # The batch whose checkpoint this follows is in the table already: a cleanup that fails
+    # only leaves the log longer, so it must not fail the sink.
+    assert clean_expired_log(_LogThatWillNotClean(), "s3://lake/raw") is False
+    warning = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warning) == 1
+    assert "s3://lake/raw" in warning[0].getMessage()
+    assert "AccessDenied" in warning[0].getMessage()
+
+
+def test_a_cleanup_deletes_the_expired_log(tmp_path):
+    uri = str(tmp_path / "t")
+    for i in range(3):
+        write_deltalake(uri, pa.table({"v": [i]}), mode="append")
+    table = DeltaTable(uri)
+    table.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    table.create_checkpoint()
+    log = Path(uri) / "_delta_log"
+    before = sorted(p.name for p in log.glob("*.json"))
+    assert clean_expired_log(table, uri) is True
+    after = sorted(p.name for p in log.glob("*.json"))
+    assert len(after) < len(before)
+    assert DeltaTable(uri).to_pyarrow_table().num_rows == 3
