@@ -74,6 +74,9 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # A commit is a Kafka transaction commit, a consumer offset commit or a Delta commit on S3.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Writing a sink table's checkpoint: milliseconds for a young table, seconds for one holding a
+# week of compaction's removals (docs/runbook.md, "Removals").
+CHECKPOINT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Event time to commit: about 1 s for the emergency route when all is well, hours or days for
 # the backlog of an edge node that was offline; both ends need buckets.
 LATENCY_BUCKETS = (
@@ -413,6 +416,19 @@ class MetricFamilies:
             "opens from its previous checkpoint, replaying more commits, and keeps its expired "
             "log until the next checkpoint is written.",
             ["route"],
+            registry=registry,
+        )
+
+    @lazy_family
+    def sink_checkpoint_duration(registry: CollectorRegistry) -> Histogram:
+        return Histogram(
+            "sensorstream_sink_checkpoint_duration_seconds",
+            "Time to write one checkpoint of a sink table, per route (beside the commits: no "
+            "batch waits for it). It grows with the removals the table keeps for "
+            "delta.deletedFileRetentionDuration: with continuous compaction, over the table's "
+            "first week.",
+            ["route"],
+            buckets=CHECKPOINT_BUCKETS,
             registry=registry,
         )
 

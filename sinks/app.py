@@ -209,6 +209,7 @@ class DeltaSink:
                     stop=self.stop,
                     log_cleanup_every=self.settings.log_cleanup_commits,
                     on_checkpoint_failure=partial(self.metrics.checkpoint_failed, target.route),
+                    on_checkpoint=partial(self.metrics.checkpoint_written, target.route),
                 )
             return writer
 

@@ -115,6 +115,7 @@ class DeltaTableWriter:
         log_cleanup_every: int | None = None,
         view_reuse_s: float = VIEW_REUSE_S,
         on_checkpoint_failure: Callable[[], None] | None = None,
+        on_checkpoint: Callable[[float], None] | None = None,
     ) -> None:
         """`adopt_log_properties` and `reopen_after_checkpoint` off give the writer of the
         earlier release, which the delta_log and delta_state benchmarks compare against: it
@@ -126,8 +127,8 @@ class DeltaTableWriter:
         `log_cleanup_every` (commits) spaces the log cleanups out where checkpoints come more
         often (`_cleanup_due`); None cleans at every checkpoint. `view_reuse_s` 0
         reads the table before every batch, as the earlier release did (`misfits`).
-        `on_checkpoint_failure` is called for each checkpoint its log keeper fails to write
-        (the sink counts them for its metrics)."""
+        `on_checkpoint_failure` is called for each checkpoint its log keeper fails to write,
+        `on_checkpoint` with the seconds each one written took (the sink's metrics)."""
         self.target = target
         self.log_cleanup_every = log_cleanup_every
         self.storage_options = storage_options or None
@@ -138,7 +139,7 @@ class DeltaTableWriter:
         self._adopted = not adopt_log_properties
         self.reopen_after_checkpoint = reopen_after_checkpoint
         self._keeper = (
-            LogKeeper(target.uri, self.storage_options, on_checkpoint_failure)
+            LogKeeper(target.uri, self.storage_options, on_checkpoint_failure, on_checkpoint)
             if reopen_after_checkpoint
             else None
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,11 +64,14 @@ class LogKeeper:
         uri: str,
         storage_options: dict[str, str] | None,
         on_failure: Callable[[], None] | None = None,
+        on_checkpoint: Callable[[float], None] | None = None,
     ) -> None:
-        """`on_failure` is called (on the keeper's thread) for each checkpoint that fails."""
+        """`on_failure` is called (on the keeper's thread) for each checkpoint that fails,
+        `on_checkpoint` with the seconds each one written took."""
         self.uri = uri
         self.storage_options = storage_options
         self.on_failure = on_failure
+        self.on_checkpoint = on_checkpoint
         self._changed = threading.Condition()
         self._due: LogCare | None = None
         self._lent: DeltaTable | None = None
@@ -150,6 +154,7 @@ class LogKeeper:
                 self._changed.notify_all()
 
     def _checkpoint(self, care: LogCare, table: DeltaTable) -> None:
+        started = time.perf_counter()
         try:
             table.create_checkpoint()
             self.checkpoints += 1
@@ -163,6 +168,8 @@ class LogKeeper:
                 exc,
             )
             return
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(time.perf_counter() - started)
         if care.clean:
             clean_expired_log(table, self.uri)
 

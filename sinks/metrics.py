@@ -64,7 +64,12 @@ class SinkMetrics:
         # with the tables' first batches).
         families.sink_buffered.set(0)
         families.sink_buffered_bytes.set(0)
-        _ = (families.records_out, families.end_to_end_latency, families.sink_checkpoint_failures)
+        _ = (
+            families.records_out,
+            families.end_to_end_latency,
+            families.sink_checkpoint_failures,
+            families.sink_checkpoint_duration,
+        )
 
     def consumer_config(self, interval_ms: int = STATS_INTERVAL_MS) -> dict[str, Any]:
         """Add to the sink consumer's configuration to get the consumer lag."""
@@ -110,6 +115,10 @@ class SinkMetrics:
     def checkpoint_failed(self, route: str) -> None:
         """A checkpoint of `route`'s table could not be written (`sinks.log_keeper`)."""
         self.families.sink_checkpoint_failures.labels(route).inc()
+
+    def checkpoint_written(self, route: str, seconds: float) -> None:
+        """A checkpoint of `route`'s table was written in `seconds` (`sinks.log_keeper`)."""
+        self.families.sink_checkpoint_duration.labels(route).observe(seconds)
 
     def buffered(self, records: int, size: int = 0) -> None:
         """`records` held in memory, of `size` bytes as the memory bound counts them."""

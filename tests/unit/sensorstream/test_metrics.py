@@ -59,7 +59,7 @@ def test_each_registry_has_its_own_counters():
 def test_every_family_is_named_sensorstream_and_documented():
     families = list(MetricFamilies().register_all().registry.collect())
     ours = [f for f in families if f.name.startswith("sensorstream_")]
-    assert len(ours) == 27
+    assert len(ours) == 28
     assert all(f.documentation for f in ours)
     assert {f.name for f in families} >= {"process_resident_memory_bytes", "python_info"}
 
@@ -94,6 +94,7 @@ STAGE_FAMILIES = {
         "sensorstream_sink_buffered_records",
         "sensorstream_sink_buffered_bytes",
         "sensorstream_sink_checkpoint_failures",
+        "sensorstream_sink_checkpoint_duration_seconds",
     },
     # The compactor shares no family with the data path: it moves files, not records.
     "maintain": {

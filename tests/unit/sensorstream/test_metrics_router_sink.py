@@ -177,6 +177,8 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
     metrics.buffered(1200, 530_000)
     metrics.checkpoint_failed("emergency")
     metrics.checkpoint_failed("emergency")
+    metrics.checkpoint_written("raw", 0.04)
+    metrics.checkpoint_written("raw", 1.6)
     samples = scrape(families)
     assert value(samples, "sensorstream_records_in_total", stage="sink") == 9
     assert value(samples, "sensorstream_records_out_total", stage="sink", route="raw") == 4
@@ -200,6 +202,10 @@ def test_sink_publishes_table_writes_dead_rows_and_offset_commits():
     assert value(samples, "sensorstream_sink_buffered_bytes") == 530_000
     failures = "sensorstream_sink_checkpoint_failures_total"
     assert value(samples, failures, route="emergency") == 2
+    checkpoint = "sensorstream_sink_checkpoint_duration_seconds"
+    assert value(samples, f"{checkpoint}_count", route="raw") == 2
+    assert value(samples, f"{checkpoint}_bucket", route="raw", le="0.05") == 1
+    assert value(samples, f"{checkpoint}_bucket", route="raw", le="2.5") == 2
 
 
 def test_latency_buckets_skip_nulls_and_take_any_unit():
