@@ -40,7 +40,10 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction
 
 from benchmarks import harness
+from sinks.delta_writer import DeltaTableWriter
+from sinks.settings import SinkSettings
 from sinks.table_log import DEFAULT_CHECKPOINT_INTERVAL
+from sinks.tables import target_for
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results" / "delta_tombstones.json"
@@ -48,11 +51,24 @@ OPEN_TARGET = 1.5
 """Opening a table that commits for days at most this many times a fresh one's open."""
 ADDS_PER_COMMIT = 50_000
 """Registered files per add commit while building (one huge commit is slow to write)."""
+TOPIC = "sensors.raw"
+BATCH_ROWS = 300
+"""Rows per sink commit in the writer's part: a route's 3 s at 100 rows/s."""
 STATS = '{"numRecords":300,"minValues":{"v":1},"maxValues":{"v":300},"nullCount":{"v":0}}'
 
 
-def _rows(value: int) -> pa.Table:
-    return pa.table({"v": pa.array([value], pa.int64()), "event_date": [date(2026, 12, 3)]})
+def _rows(first: int, count: int = 1) -> pa.Table:
+    """`count` rows of the sink's Kafka columns, offsets from `first`, on one day."""
+    offsets = pa.array(range(first, first + count), pa.int64())
+    return pa.table(
+        {
+            "v": offsets,
+            "event_date": pa.array([date(2026, 12, 3)] * count, pa.date32()),
+            "_kafka_topic": pa.array([TOPIC] * count),
+            "_kafka_partition": pa.array([0] * count, pa.int32()),
+            "_kafka_offset": offsets,
+        }
+    )
 
 
 def _append(uri: str, value: int) -> None:
@@ -117,6 +133,41 @@ def measure(uri: str, opens: int) -> dict[str, Any]:
     }
 
 
+def writer_cpu(lake: str, removals: int, commits: int, stretch: bool) -> dict[str, Any]:
+    """CPU per commit of the sink's Delta writer on a table holding `removals`, its
+    checkpoints written at the table's interval (`stretch` off) or spaced out while they take
+    long (on): the process's CPU, so the log keeper's thread and delta-rs's are in it."""
+    target = target_for(TOPIC, SinkSettings(), lake)
+    build(target.uri, removals)
+    checkpoint_seconds: list[float] = []
+    writer = DeltaTableWriter(
+        target,
+        None,
+        DEFAULT_CHECKPOINT_INTERVAL,
+        stretch_checkpoints=stretch,
+        on_checkpoint=checkpoint_seconds.append,
+    )
+    first = 1_000
+    writer.write(_rows(first, BATCH_ROWS), {(TOPIC, 0): first + BATCH_ROWS - 1})
+    writer.settle()
+    started_cpu, started = time.process_time(), time.perf_counter()
+    for i in range(1, commits + 1):
+        offset = first + i * BATCH_ROWS
+        writer.write(_rows(offset, BATCH_ROWS), {(TOPIC, 0): offset + BATCH_ROWS - 1})
+    writer.settle()
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started
+    writer.close()
+    return {
+        "removals": removals,
+        "stretch": stretch,
+        "commits": commits,
+        "cpu_ms_per_commit": 1000 * cpu / commits,
+        "wall_ms_per_commit": 1000 * wall / commits,
+        "checkpoints": len(checkpoint_seconds),
+        "checkpoint_s_median": statistics.median(checkpoint_seconds) if checkpoint_seconds else 0,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     per_day = round(86_400 / args.flush_s)
     cases = {"fresh": 0} | {f"{d:g} days": round(per_day * d) for d in args.retention_days}
@@ -130,6 +181,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] |= measure(uri, args.opens)
         # the fresh table again, last: the machine's drift shows between the two
         fresh_again = measure(str(Path(work) / "fresh"), args.opens)
+        week = round(per_day * max(args.retention_days))
+        writer = {}
+        if args.commits:
+            for name, removals, stretch in (
+                ("fresh", 0, True),
+                ("aged, checkpoints at the interval", week, False),
+                ("aged, checkpoints spaced out", week, True),
+            ):
+                print(f"[delta-tombstones] writer, {name}", file=sys.stderr, flush=True)
+                lake = str(Path(work) / f"writer-{len(writer)}")
+                writer[name] = writer_cpu(lake, removals, args.commits, stretch)
     fresh_ms = min(results["fresh"]["open_ms_median"], fresh_again["open_ms_median"])
     results["fresh"]["open_ms_median_again"] = fresh_again["open_ms_median"]
     for case in results.values():
@@ -148,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "open_target": f"<= {OPEN_TARGET} x fresh",
         },
         "cases": results,
+        "writer": writer,
     }
 
 
@@ -161,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         help="removals kept (delta.deletedFileRetentionDuration); default 7 and 1",
     )
     parser.add_argument("--opens", type=int, default=7)
+    parser.add_argument(
+        "--commits", type=int, default=200, help="sink writer commits per case (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if not args.retention_days:
@@ -174,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{case['checkpoint_bytes'] / 1e6:7.2f} MB written in "
             f"{case['checkpoint_cpu_ms']:7.1f} ms CPU; open {case['open_ms_median']:6.1f} ms "
             f"({case['open_vs_fresh']:.2f}x fresh)"
+        )
+    for name, case in results["writer"].items():
+        print(
+            f"writer, {name}: {case['cpu_ms_per_commit']:.1f} ms CPU per commit "
+            f"({case['checkpoints']} checkpoints of {case['checkpoint_s_median']:.2f} s)"
         )
     print(f"run {results['run_id']}, results in {args.out}")
     return 0

@@ -49,6 +49,7 @@ from sinks.table_log import (
     CHECKPOINT_INTERVAL,
     DEFAULT_LOG_RETENTION_HOURS,
     adopt,
+    checkpoint_stretch,
     clean_expired_log,
     cleanup_interval,
     log_properties,
@@ -116,6 +117,7 @@ class DeltaTableWriter:
         view_reuse_s: float = VIEW_REUSE_S,
         on_checkpoint_failure: Callable[[], None] | None = None,
         on_checkpoint: Callable[[float], None] | None = None,
+        stretch_checkpoints: bool = True,
     ) -> None:
         """`adopt_log_properties` and `reopen_after_checkpoint` off give the writer of the
         earlier release, which the delta_log and delta_state benchmarks compare against: it
@@ -128,7 +130,9 @@ class DeltaTableWriter:
         often (`_cleanup_due`); None cleans at every checkpoint. `view_reuse_s` 0
         reads the table before every batch, as the earlier release did (`misfits`).
         `on_checkpoint_failure` is called for each checkpoint its log keeper fails to write,
-        `on_checkpoint` with the seconds each one written took (the sink's metrics)."""
+        `on_checkpoint` with the seconds each one written took (the sink's metrics).
+        `stretch_checkpoints` off keeps every checkpoint at the table's interval however long
+        they take (`sinks.table_log.checkpoint_stretch`), as before (for benchmarks)."""
         self.target = target
         self.log_cleanup_every = log_cleanup_every
         self.storage_options = storage_options or None
@@ -151,6 +155,7 @@ class DeltaTableWriter:
         """The table's version when `_table` was opened (see `_care_for_log`)."""
         self._care_asked_at = -1
         """The table's version when the log keeper was last asked for care."""
+        self.stretch_checkpoints = stretch_checkpoints
         self._failed: PipelineError | None = None
         self._txns = TxnVersions(self._log_entry)
         self._fs: pafs.FileSystem | None = None
@@ -224,10 +229,10 @@ class DeltaTableWriter:
         (`_cleanup_due`). A failed cleanup loses nothing: the next checkpoint's takes its files.
         """
         table = self._table
-        if table is not None and self._cleanup_due(table):
+        if table is not None and self._cleanup_due(table, self._table_checkpoint_interval(table)):
             clean_expired_log(table, self.target.uri)
 
-    def _cleanup_due(self, table: DeltaTable) -> bool:
+    def _cleanup_due(self, table: DeltaTable, interval: int) -> bool:
         """Whether the checkpoint of the table's version is one to delete expired log files
         (`delta.logRetentionDuration`) after, and only then.
 
@@ -242,7 +247,6 @@ class DeltaTableWriter:
         configuration = table.metadata().configuration
         if (configuration.get("delta.enableExpiredLogCleanup") or "true").lower() == "false":
             return False
-        interval = self._table_checkpoint_interval(table)
         return (table.version() + 1) % cleanup_interval(interval, self.log_cleanup_every) == 0
 
     def _table_checkpoint_interval(self, table: DeltaTable) -> int:
@@ -261,8 +265,9 @@ class DeltaTableWriter:
         in a week. The keeper checkpoints the writer's own table (lent until then) and opens
         the table afresh from that checkpoint; the writer goes on on it (`_take_fresh_view`). A
         checkpoint is due at the versions v with (v + 1) % interval == 0, the table's own
-        interval, as delta-rs's hook would write it; two intervals without landing on one
-        (other writers commit to the table too) ask for a fresh open anyway.
+        interval, as delta-rs's hook would write it, or a multiple of it while this writer's
+        checkpoints take long (`sinks.table_log.checkpoint_stretch`); two intervals without
+        landing on one (other writers commit to the table too) ask for a fresh open anyway.
         """
         table = self._table
         if table is None:
@@ -272,9 +277,11 @@ class DeltaTableWriter:
                 self._clean_log_at_checkpoint()
             return
         version = table.version()
-        interval = self._table_checkpoint_interval(table)
+        own = self._table_checkpoint_interval(table)
+        stretch = checkpoint_stretch(self._keeper.checkpoint_cpu_s, own)
+        interval = own * stretch if self.stretch_checkpoints else own
         if committed and (version + 1) % interval == 0:
-            care = LogCare(version, checkpoint=True, clean=self._cleanup_due(table))
+            care = LogCare(version, checkpoint=True, clean=self._cleanup_due(table, interval))
             self._keeper.request(care, table)
             self._care_asked_at = version
         elif min(version - self._opened_version, version - self._care_asked_at) >= 2 * interval:

@@ -82,6 +82,10 @@ class LogKeeper:
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
         self.failures = 0
+        self.checkpoint_cpu_s = 0.0
+        """CPU seconds of the process while the last checkpoint was written and the table
+        opened afresh from it: what a checkpoint costs the sink, give or take what its other
+        threads did meanwhile (`sinks.table_log.checkpoint_stretch`)."""
 
     def request(self, care: LogCare, table: DeltaTable | None = None) -> None:
         """Ask for `care` after a commit; returns at once. A checkpoint request lends the
@@ -141,19 +145,26 @@ class LogKeeper:
                     return
                 care, self._due, self._busy = self._due, None, True
                 lent = self._lent
+            cpu_started = time.process_time()
+            written = False
             if care.checkpoint and lent is not None:
-                self._checkpoint(care, lent)
+                written = self._checkpoint(care, lent)
                 with self._changed:
                     self._lent = None
                     self._changed.notify_all()
             fresh = self._open(care)
+            if written:
+                # The process's CPU (delta-rs works on threads of its own), not wall time: a
+                # loaded machine must not make checkpoints look costly.
+                self.checkpoint_cpu_s = time.process_time() - cpu_started
             with self._changed:
                 self._busy = False
                 if fresh is not None:
                     self._fresh = fresh
                 self._changed.notify_all()
 
-    def _checkpoint(self, care: LogCare, table: DeltaTable) -> None:
+    def _checkpoint(self, care: LogCare, table: DeltaTable) -> bool:
+        """Write the checkpoint (and clean the log if due); False if it failed."""
         started = time.perf_counter()
         try:
             table.create_checkpoint()
@@ -167,11 +178,12 @@ class LogKeeper:
                 self.uri,
                 exc,
             )
-            return
+            return False
         if self.on_checkpoint is not None:
             self.on_checkpoint(time.perf_counter() - started)
         if care.clean:
             clean_expired_log(table, self.uri)
+        return True
 
     def _open(self, care: LogCare) -> DeltaTable | None:
         """The table opened afresh: at the checkpoint just written (it reads that and no

@@ -25,6 +25,7 @@ would let log cleanup, not vacuum, be what breaks a stream paused over a long we
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,16 @@ committed every 1-3 s, 100 (delta-rs's default) doubled the sink's CPU per row. 
 opens its table afresh at each checkpoint, which with the checkpoint itself costs some 35 ms;
 once the next batch no longer read the table first, 20 commits between them cost about a
 tenth less CPU per commit than Delta's own default of 10 (docs/benchmarks.md)."""
+
+CHECKPOINT_BUDGET_S = 0.01
+"""CPU seconds per commit a sink accepts for its checkpoints (each written, and the table
+opened afresh from it) before it spaces them out."""
+MIN_STRETCH_S = 0.2
+"""A checkpoint that cost less CPU never spaces the next ones out, whatever the interval: a
+young table's costs some 20-50 ms."""
+MAX_CHECKPOINT_STRETCH = 5
+"""Checkpoint intervals between two of a sink's checkpoints at most: each commit after a
+checkpoint replays a little more of the log, and an open replays every one since."""
 
 LOG_CLEANUP_COMMITS = 100
 """Commits between two log cleanups by the sink at most (each lists the whole `_delta_log`)."""
@@ -93,6 +104,22 @@ def clean_expired_log(table: DeltaTable, uri: str) -> bool:
         log.warning("cleaning the log of %s failed (%s); the next checkpoint retries", uri, exc)
         return False
     return True
+
+
+def checkpoint_stretch(checkpoint_cpu_s: float, interval: int) -> int:
+    """How many of the table's checkpoint intervals a sink lets pass before its next
+    checkpoint, given the CPU its last one cost (written, and the table opened from it).
+
+    A checkpoint holds the table's whole state, and the removals compaction leaves stay in it
+    for `delta.deletedFileRetentionDuration`: a week-old table flushed every 3 s holds some
+    200,000, its checkpoint is 18 MB, and writing one every 20 commits and opening the table
+    from it more than doubled the CPU of the sink's commits to it (docs/benchmarks.md, "Delta
+    log: the removals a week of compaction leaves"). So the interval stretches to keep that
+    cost near `CHECKPOINT_BUDGET_S` per commit, to `MAX_CHECKPOINT_STRETCH` intervals at most,
+    and comes back as soon as a checkpoint is cheap again. Every stretched checkpoint lands on
+    a version where the table's own interval also puts one."""
+    threshold = max(interval * CHECKPOINT_BUDGET_S, MIN_STRETCH_S)
+    return max(1, min(MAX_CHECKPOINT_STRETCH, math.floor(checkpoint_cpu_s / threshold)))
 
 
 def missing(configuration: Mapping[str, str | None], wanted: Mapping[str, str]) -> dict[str, str]:

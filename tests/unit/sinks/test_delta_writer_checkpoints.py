@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from sinks.delta_writer import DeltaTableWriter
 from sinks.log_keeper import LogCare
 from sinks.settings import SinkSettings
+from sinks.table_log import MAX_CHECKPOINT_STRETCH, checkpoint_stretch
 from sinks.tables import app_id, target_for
 from tests.unit.sinks.sink_batches import TOPIC, batch
 
@@ -164,3 +165,57 @@ def test_care_asked_for_while_the_keeper_is_busy_is_done_once() -> None:
     assert first.merged(LogCare(25, checkpoint=False, clean=False)) == first
     assert LogCare(25, False, False).merged(first) == first
     assert LogCare(25, False, False).merged(LogCare(30, False, False)) == LogCare(30, False, False)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "interval", "stretch"),
+    [
+        (0.0, 20, 1),
+        (0.05, 20, 1),  # a young table's checkpoint
+        (0.39, 20, 1),
+        (0.4, 20, 2),
+        (0.7, 20, 3),  # a table holding a week of 3 s flushes' removals
+        (60.0, 20, MAX_CHECKPOINT_STRETCH),
+        (0.19, 5, 1),  # a short interval stretches at 0.2 s of CPU, no sooner
+        (0.4, 5, 2),
+    ],
+)
+def test_a_costly_checkpoint_spaces_the_next_ones_out(seconds, interval, stretch):
+    assert checkpoint_stretch(seconds, interval) == stretch
+
+
+def test_the_writer_checkpoints_less_often_while_its_checkpoints_are_costly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A week of compaction leaves some 200,000 removals in a table's state: writing a
+    # checkpoint every 20 commits and opening the table from it then cost 47 ms of CPU per
+    # commit where a young table's cost 15 (docs/benchmarks.md, "Delta log: the removals a
+    # week of compaction leaves"). Here the first checkpoint is made that costly, the later
+    # ones are cheap again.
+    original = DeltaTable.create_checkpoint
+    costly = [0.65]
+
+    def checkpoint(table: DeltaTable) -> None:
+        if costly:  # the CPU of writing a large state
+            started, cpu = time.thread_time(), costly.pop()
+            while time.thread_time() - started < cpu:
+                pass
+        original(table)
+
+    monkeypatch.setattr(DeltaTable, "create_checkpoint", checkpoint)
+    written: list[float] = []
+    settings = SinkSettings(topics=[TOPIC], topic_prefix="sensors.")
+    writer = DeltaTableWriter(
+        target_for(TOPIC, settings, str(tmp_path)), None, 5, on_checkpoint=written.append
+    )
+    for i in range(25):
+        writer.write(batch(3 * i), {(TOPIC, 0): 3 * i + 2})
+        writer.settle()
+    writer.close()
+    # 0.65 s of CPU for a checkpoint every 5 commits: the next one 3 intervals on (version 14,
+    # not 9); that one is cheap, which brings the table's own interval back.
+    assert checkpoints(writer.target.uri) == [4, 14, 19, 24]
+    assert len(written) == 4 and written[0] >= 0.65
+    final = DeltaTable(writer.target.uri)
+    assert final.count() == 75
+    assert final.transaction_version(app_id(TOPIC, 0)) == 74
